@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("contactcenter.urls")),
+    path("api/v1/", include("contactcenter.api.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("django-admin/", admin.site.urls),
+]
+if settings.SIMULATOR_ENABLED:
+    urlpatterns.append(path("simulator/", include("channels_adapters.simulator.urls")))

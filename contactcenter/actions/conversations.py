@@ -1,0 +1,252 @@
+"""Conversation state: assignment (manual and round robin), resolve/reopen/snooze, labels, notes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, F
+from django.utils import timezone
+
+from contactcenter import access, events
+from contactcenter.api.shapes import conversation_data, note_data
+from contactcenter.models import (
+    AgentProfile,
+    Availability,
+    Conversation,
+    ConversationStatus,
+    Label,
+    Note,
+    Role,
+    Team,
+)
+
+logger = logging.getLogger(__name__)
+
+ASSIGNABLE_ROLES = (Role.AGENT, Role.NURSE, Role.SUPERVISOR)
+
+
+def audience_of(conversation: Conversation) -> events.Audience:
+    return events.Audience(
+        inbox_id=conversation.inbox_id,
+        team_id=conversation.team_id,
+        user_id=conversation.assignee_id,
+        conversation_id=conversation.pk,
+    )
+
+
+def publish_conversation_update(conversation: Conversation, changed: list[str]) -> None:
+    events.record(
+        events.ConversationUpdated(conversation=conversation_data(conversation), changed=changed),
+        audience_of(conversation),
+    )
+
+
+def _locked(conversation: Conversation) -> Conversation:
+    return Conversation.objects.select_for_update().select_related("inbox", "patient").get(pk=conversation.pk)
+
+
+@transaction.atomic
+def assign_conversation(
+    *, conversation: Conversation, assignee: AbstractBaseUser | None, actor: AbstractBaseUser | None
+) -> Conversation:
+    """Manual assignment (or unassignment with None). The assignee must be able to see the conversation."""
+    conversation = _locked(conversation)
+    if assignee is not None:
+        if access.role_of(assignee) not in ASSIGNABLE_ROLES or not access.can_view_conversation(assignee, conversation):
+            raise ValidationError({"assignee": ["This person cannot work on this conversation's inbox."]})
+    previous = conversation.assignee_id
+    if previous == (assignee.pk if assignee else None):
+        return conversation
+    conversation.assignee = assignee  # type: ignore[assignment]
+    conversation.save(update_fields=["assignee"])
+    publish_conversation_update(conversation, ["assignee"])
+    if previous is not None:
+        # The previous assignee may not see the inbox otherwise; tell them it left their list.
+        events.record(
+            events.ConversationUpdated(conversation=conversation_data(conversation), changed=["assignee"]),
+            events.Audience(user_id=previous, conversation_id=conversation.pk),
+        )
+    return conversation
+
+
+def assign_round_robin(*, conversation: Conversation) -> Conversation:
+    """Hand the conversation to the online agent of its team who has waited longest, within capacity.
+
+    Call inside a transaction. Candidate profiles are locked (in a stable order, so two assigners
+    cannot deadlock) before counting their open conversations, so concurrent assignments cannot push
+    an agent over capacity.
+    """
+    candidates = list(
+        AgentProfile.objects.select_for_update()
+        .filter(teams=conversation.team_id, role=Role.AGENT, availability=Availability.ONLINE, user__is_active=True)
+        .order_by("pk")
+    )
+    if not candidates:
+        return conversation
+    load = dict(
+        Conversation.objects.filter(
+            assignee_id__in=[p.user_id for p in candidates],
+        )
+        .exclude(status=ConversationStatus.RESOLVED)
+        .values_list("assignee_id")
+        .annotate(n=Count("id"))
+        .values_list("assignee_id", "n")
+    )
+    free = [p for p in candidates if load.get(p.user_id, 0) < p.capacity]
+    if not free:
+        return conversation
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    chosen = min(free, key=lambda p: (p.last_assigned_at or epoch, p.pk))
+    chosen.last_assigned_at = timezone.now()
+    chosen.save(update_fields=["last_assigned_at"])
+    conversation.assignee_id = chosen.user_id
+    conversation.save(update_fields=["assignee"])
+    logger.info("conversation %s auto-assigned to user %s", conversation.pk, chosen.user_id)
+    return conversation
+
+
+@transaction.atomic
+def resolve_conversation(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+    conversation = _locked(conversation)
+    if conversation.status == ConversationStatus.RESOLVED:
+        return conversation
+    conversation.status = ConversationStatus.RESOLVED
+    conversation.resolved_at = timezone.now()
+    conversation.snoozed_until = None
+    conversation.unread_count = 0
+    conversation.save(update_fields=["status", "resolved_at", "snoozed_until", "unread_count"])
+    publish_conversation_update(conversation, ["status"])
+    return conversation
+
+
+@transaction.atomic
+def reopen_conversation(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+    conversation = _locked(conversation)
+    if conversation.status == ConversationStatus.OPEN:
+        return conversation
+    if conversation.status == ConversationStatus.RESOLVED and (
+        Conversation.objects.filter(patient_id=conversation.patient_id, inbox_id=conversation.inbox_id)
+        .exclude(status=ConversationStatus.RESOLVED)
+        .exists()
+    ):
+        raise ValidationError("This patient already has a live conversation in this inbox.")
+    conversation.status = ConversationStatus.OPEN
+    conversation.snoozed_until = None
+    conversation.resolved_at = None
+    conversation.save(update_fields=["status", "snoozed_until", "resolved_at"])
+    publish_conversation_update(conversation, ["status"])
+    return conversation
+
+
+@transaction.atomic
+def set_pending(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+    conversation = _locked(conversation)
+    if conversation.status == ConversationStatus.RESOLVED:
+        raise ValidationError("Reopen a resolved conversation before marking it pending.")
+    conversation.status = ConversationStatus.PENDING
+    conversation.snoozed_until = None
+    conversation.save(update_fields=["status", "snoozed_until"])
+    publish_conversation_update(conversation, ["status"])
+    return conversation
+
+
+@transaction.atomic
+def snooze_conversation(*, conversation: Conversation, until: dt.datetime, actor: AbstractBaseUser | None) -> Conversation:
+    """The conversation comes back by itself at `until` (the dispatcher wakes it) or on a new message."""
+    if until <= timezone.now():
+        raise ValidationError({"until": ["Snooze until a time in the future."]})
+    conversation = _locked(conversation)
+    if conversation.status == ConversationStatus.RESOLVED:
+        raise ValidationError("A resolved conversation cannot be snoozed.")
+    conversation.status = ConversationStatus.SNOOZED
+    conversation.snoozed_until = until
+    conversation.save(update_fields=["status", "snoozed_until"])
+    publish_conversation_update(conversation, ["status", "snoozed_until"])
+    return conversation
+
+
+def wake_snoozed_conversations(*, now: dt.datetime | None = None, limit: int = 200) -> int:
+    """Periodic: reopen conversations whose snooze ran out. Safe to run from several dispatchers."""
+    now = now or timezone.now()
+    woken = 0
+    with transaction.atomic():
+        due = (
+            Conversation.objects.select_for_update(skip_locked=True)
+            .filter(status=ConversationStatus.SNOOZED, snoozed_until__lte=now)
+            .select_related("inbox", "patient")
+            .order_by("snoozed_until")[:limit]
+        )
+        for conversation in due:
+            conversation.status = ConversationStatus.OPEN
+            conversation.snoozed_until = None
+            conversation.save(update_fields=["status", "snoozed_until"])
+            publish_conversation_update(conversation, ["status"])
+            woken += 1
+    return woken
+
+
+@transaction.atomic
+def set_labels(*, conversation: Conversation, label_names: list[str], actor: AbstractBaseUser | None) -> Conversation:
+    conversation = _locked(conversation)
+    labels = [Label.objects.get_or_create(name=name.strip()[:60])[0] for name in label_names if name.strip()]
+    conversation.labels.set(labels)
+    publish_conversation_update(conversation, ["labels"])
+    return conversation
+
+
+@transaction.atomic
+def set_priority(*, conversation: Conversation, priority: int, actor: AbstractBaseUser | None) -> Conversation:
+    conversation = _locked(conversation)
+    conversation.priority = priority
+    conversation.save(update_fields=["priority"])
+    publish_conversation_update(conversation, ["priority"])
+    return conversation
+
+
+@transaction.atomic
+def transfer_to_team(*, conversation: Conversation, team: Team, actor: AbstractBaseUser | None) -> Conversation:
+    conversation = _locked(conversation)
+    conversation.team = team
+    conversation.assignee = None
+    conversation.save(update_fields=["team", "assignee"])
+    publish_conversation_update(conversation, ["team", "assignee"])
+    return conversation
+
+
+@transaction.atomic
+def mark_read(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+    updated = Conversation.objects.filter(pk=conversation.pk, unread_count__gt=0).update(unread_count=0)
+    if updated:
+        conversation = _locked(conversation)
+        publish_conversation_update(conversation, ["unread_count"])
+    return conversation
+
+
+@transaction.atomic
+def add_note(*, conversation: Conversation, author: AbstractBaseUser, body: str) -> Note:
+    body = body.strip()
+    if not body:
+        raise ValidationError({"body": ["A note cannot be empty."]})
+    note = Note.objects.create(conversation=conversation, author=author, body=body[:10000])
+    events.record(events.NoteAdded(note=note_data(note)), audience_of(conversation))
+    return note
+
+
+def open_load_for(user_ids: list[int]) -> dict[int, int]:
+    rows = (
+        Conversation.objects.filter(assignee_id__in=user_ids)
+        .exclude(status=ConversationStatus.RESOLVED)
+        .values("assignee_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["assignee_id"]: row["n"] for row in rows}
+
+
+def bump_unread(conversation_id: int) -> None:
+    Conversation.objects.filter(pk=conversation_id).update(unread_count=F("unread_count") + 1)
+
+

@@ -1,0 +1,150 @@
+"""Handing queued messages to their channel adapter and moving statuses forward only."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from channels_adapters.base import AdapterError, OutboundMessage, StatusUpdate, adapter_for
+from contactcenter import events
+from contactcenter.actions.conversations import audience_of
+from contactcenter.models import Message, MessageStatus, PatientIdentity
+
+logger = logging.getLogger(__name__)
+
+# Statuses only move up this ladder; failure states sit above "sent" so a late "sent" cannot undo
+# them, and "read" is the end of the happy path.
+STATUS_RANK = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.SENDING: 1,
+    MessageStatus.SENT: 2,
+    MessageStatus.DELIVERED: 3,
+    MessageStatus.UNDELIVERED: 3,
+    MessageStatus.FAILED: 3,
+    MessageStatus.READ: 4,
+}
+TIMESTAMP_FIELD = {MessageStatus.SENT: "sent_at", MessageStatus.DELIVERED: "delivered_at", MessageStatus.READ: "read_at"}
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    message_id: int
+    status: str
+    retry: bool = False
+    error: str = ""
+
+
+def deliver_message(*, message_id: int) -> DeliveryOutcome:
+    """Send one queued message through its adapter. Safe to call twice: only a queued message is sent.
+
+    The message is moved to "sending" in its own committed transaction before the provider is
+    called, so a retried task finds it no longer queued and never sends twice.
+    """
+    with transaction.atomic():
+        message = Message.objects.select_for_update().select_related("conversation__patient", "inbox").get(pk=message_id)
+        if message.status != MessageStatus.QUEUED or message.provider_message_id:
+            return DeliveryOutcome(message_id, message.status)
+        inbox = message.inbox
+        try:
+            adapter = adapter_for(inbox)
+        except AdapterError as exc:
+            _fail(message, exc)
+            return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
+        address = (
+            PatientIdentity.objects.filter(patient_id=message.conversation.patient_id, kind=adapter.address_kind)
+            .order_by("-id")
+            .values_list("value", flat=True)
+            .first()
+        )
+        if address is None:
+            exc = AdapterError(f"the patient has no {adapter.address_kind} to send to", permanent=True, code="no_address")
+            _fail(message, exc)
+            return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
+        _move(message, MessageStatus.SENDING)
+    outbound = OutboundMessage(
+        message_id=message.pk, inbox=inbox, to=address, body=message.body, attachments=message.attachments,
+        subject=message.conversation.subject,
+    )
+    try:
+        with transaction.atomic():
+            result = adapter.send(outbound)
+            message = Message.objects.select_for_update().get(pk=message_id)
+            message.provider_message_id = result.provider_message_id
+            message.save(update_fields=["provider_message_id"])
+            _move(message, result.status)
+    except AdapterError as exc:
+        with transaction.atomic():
+            message = Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
+            if exc.permanent:
+                _fail(message, exc)
+                return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
+            # Back to queued so the retry is allowed to send; nothing reached the provider.
+            Message.objects.filter(pk=message_id).update(status=MessageStatus.QUEUED, error_message=exc.message[:500])
+        return DeliveryOutcome(message_id, MessageStatus.QUEUED, retry=True, error=exc.message)
+    return DeliveryOutcome(message_id, result.status)
+
+
+def _fail(message: Message, exc: AdapterError) -> None:
+    message.error_code = exc.code[:40]
+    message.error_message = exc.message[:500]
+    message.save(update_fields=["error_code", "error_message"])
+    _move(message, MessageStatus.FAILED)
+    logger.warning("message %s failed permanently: %s", message.pk, exc.code or "adapter error")
+
+
+def _move(message: Message, status: str) -> bool:
+    """Move forward only; publish the change. Returns False when the status would go backwards."""
+    if STATUS_RANK.get(status, -1) <= STATUS_RANK.get(message.status, -1) and status != message.status:
+        return False
+    if status == message.status:
+        return False
+    now = timezone.now()
+    message.status = status
+    message.status_changed_at = now
+    fields = ["status", "status_changed_at"]
+    stamp = TIMESTAMP_FIELD.get(status)
+    if stamp and getattr(message, stamp) is None:
+        setattr(message, stamp, now)
+        fields.append(stamp)
+    message.save(update_fields=fields)
+    conversation = message.conversation
+    events.record(
+        events.MessageStatusChanged(
+            conversation_id=conversation.pk, message_id=message.pk, status=status,
+            error_code=message.error_code, error_message=message.error_message,
+        ),
+        audience_of(conversation),
+    )
+    return True
+
+
+@transaction.atomic
+def update_message_status(*, inbox_id: int, update: StatusUpdate) -> bool:
+    """A provider's status callback. Late, duplicate or out-of-order callbacks change nothing."""
+    message = (
+        Message.objects.select_for_update()
+        .select_related("conversation")
+        .filter(inbox_id=inbox_id, provider_message_id=update.provider_message_id)
+        .first()
+    )
+    if message is None:
+        logger.info("status for unknown provider message on inbox %s ignored", inbox_id)
+        return False
+    if STATUS_RANK.get(update.status, -1) <= STATUS_RANK.get(message.status, -1):
+        return False
+    if update.error_code or update.error_message:
+        message.error_code = update.error_code[:40]
+        message.error_message = update.error_message[:500]
+        message.save(update_fields=["error_code", "error_message"])
+    return _move(message, update.status)
+
+
+@transaction.atomic
+def abandon_delivery(*, message_id: int, reason: str) -> None:
+    """Transient errors that never cleared: fail the message so the agent sees it and can resend."""
+    message = Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
+    if message.status == MessageStatus.QUEUED:
+        _fail(message, AdapterError(f"gave up after repeated transient errors: {reason}", code="retries_exhausted"))

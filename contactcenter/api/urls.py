@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from contactcenter.api import views
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("me/", views.MeView.as_view(), name="api-me"),
+    path("patients/", views.PatientListView.as_view(), name="api-patients"),
+    path("patients/<int:patient_id>/", views.PatientDetailView.as_view(), name="api-patient"),
+    path("patients/<int:patient_id>/identities/", views.PatientIdentityView.as_view(), name="api-patient-identities"),
+    path("patients/<int:patient_id>/merge/", views.PatientMergeView.as_view(), name="api-patient-merge"),
+    path("conversations/", views.ConversationListView.as_view(), name="api-conversations"),
+    path("conversations/<int:conversation_id>/", views.ConversationDetailView.as_view(), name="api-conversation"),
+    path("conversations/<int:conversation_id>/messages/", views.MessageListView.as_view(), name="api-messages"),
+    path("conversations/<int:conversation_id>/notes/", views.NoteListView.as_view(), name="api-notes"),
+    path("conversations/<int:conversation_id>/assignable/", views.AssignableStaffView.as_view(), name="api-assignable"),
+    path(
+        "conversations/<int:conversation_id>/<slug:action>/",
+        views.ConversationActionView.as_view(),
+        name="api-conversation-action",
+    ),
+    path("canned-responses/", views.CannedResponseListView.as_view(), name="api-canned"),
+    path("labels/", views.LabelListView.as_view(), name="api-labels"),
+    path("audit/", views.AuditLogView.as_view(), name="api-audit"),
+]

@@ -1,0 +1,378 @@
+"""REST API for hospital IT, tests and the inbox UI. Views parse, ask access/selectors, call actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contactcenter import access, selectors
+from contactcenter.actions import conversations as conversation_actions
+from contactcenter.actions.audit import record_audit
+from contactcenter.actions.outbound import send_outbound
+from contactcenter.actions.patients import add_identity, create_patient, merge_patients, set_patient_tags, update_patient
+from contactcenter.api import inputs
+from contactcenter.api.shapes import (
+    ConversationSerializer,
+    IdentitySerializer,
+    InboxRefSerializer,
+    LabelSerializer,
+    MessageSerializer,
+    NoteSerializer,
+    PatientRefSerializer,
+    TeamSerializer,
+    staff_name,
+)
+from contactcenter.models import (
+    AgentProfile,
+    AuditAction,
+    AuditLogEntry,
+    CannedResponse,
+    Conversation,
+    Label,
+    Message,
+    Note,
+    Patient,
+)
+
+User = get_user_model()
+
+
+def client_ip(request: Request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def via_of(request: Request) -> str:
+    return "api" if request.auth is not None else "ui"
+
+
+class InboxStaff(permissions.BasePermission):
+    """Roles that work conversations and patient profiles; marketers are refused here."""
+
+    message = "Your role does not give access to conversations or patient profiles."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return access.can_use_inbox(request.user)
+
+
+class SupervisorsOnly(permissions.BasePermission):
+    message = "Only supervisors and admins may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return access.sees_everything(request.user)
+
+
+class AdminsOnly(permissions.BasePermission):
+    message = "Only admins may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return access.is_admin(request.user)
+
+
+def _valid(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+# --- Me -------------------------------------------------------------------------------------------
+
+
+class MeView(APIView):
+    @extend_schema(responses=inline_serializer("Me", {"id": serializers.IntegerField()}))
+    def get(self, request: Request) -> Response:
+        profile = access.profile_of(request.user)
+        if profile is None:
+            raise PermissionDenied("This account has no staff profile.")
+        return Response(
+            {
+                "id": request.user.pk,
+                "username": request.user.get_username(),
+                "name": staff_name(request.user),
+                "role": profile.role,
+                "availability": profile.availability,
+                "capacity": profile.capacity,
+                "teams": TeamSerializer(profile.teams.all(), many=True).data,
+                "inboxes": InboxRefSerializer(access.inboxes_visible_to(request.user), many=True).data,
+                # Register-then-listen: the socket resyncs from here, so nothing between is missed.
+                "last_event_id": selectors.last_event_id(),
+            }
+        )
+
+
+# --- Patients -------------------------------------------------------------------------------------
+
+
+class PatientListView(generics.GenericAPIView[Patient]):
+    permission_classes = [InboxStaff]
+    serializer_class = PatientRefSerializer
+
+    def get_queryset(self) -> QuerySet[Patient]:
+        return selectors.patient_search(user=self.request.user, query=self.request.query_params.get("q", ""))
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        record_audit(
+            actor=request.user, action=AuditAction.LIST_PATIENTS, object_type="patient", object_id="*",
+            via=via_of(request), ip_address=client_ip(request),
+            detail={"query": request.query_params.get("q", "")[:100], "ids": [p.pk for p in page or []]},
+        )
+        return self.get_paginated_response(PatientRefSerializer(page, many=True).data)
+
+    @extend_schema(request=inputs.PatientCreateInput, responses={201: PatientRefSerializer})
+    def post(self, request: Request) -> Response:
+        if not access.sees_everything(request.user):
+            raise PermissionDenied("Only supervisors, admins and integrations create patients directly.")
+        data = _valid(inputs.PatientCreateInput, request.data)
+        identities = [(i["kind"], i["value"]) for i in data.pop("identities", [])]
+        tags = data.pop("tags", None)
+        patient = create_patient(fields=data, identities=identities, tags=tags)
+        return Response(selectors.patient_360(user=request.user, patient=patient), status=status.HTTP_201_CREATED)
+
+
+class PatientDetailView(APIView):
+    permission_classes = [InboxStaff]
+
+    def _patient(self, request: Request, patient_id: int) -> Patient:
+        patient = selectors.patient_for(user=request.user, patient_id=patient_id)
+        if patient is None:
+            raise NotFound("No such patient.")
+        return patient
+
+    def get(self, request: Request, patient_id: int) -> Response:
+        patient = self._patient(request, patient_id)
+        record_audit(
+            actor=request.user, action=AuditAction.VIEW_PATIENT, patient_id=patient.pk, object_type="patient",
+            object_id=patient.pk, via=via_of(request), ip_address=client_ip(request),
+        )
+        return Response(selectors.patient_360(user=request.user, patient=patient))
+
+    @extend_schema(request=inputs.PatientUpdateInput)
+    def patch(self, request: Request, patient_id: int) -> Response:
+        patient = self._patient(request, patient_id)
+        data = _valid(inputs.PatientUpdateInput, request.data)
+        tags = data.pop("tags", None)
+        update_patient(patient=patient, fields=data, actor=request.user, via=via_of(request))
+        if tags is not None:
+            set_patient_tags(patient=patient, tags=tags)
+        return Response(selectors.patient_360(user=request.user, patient=patient))
+
+
+class PatientIdentityView(APIView):
+    permission_classes = [InboxStaff]
+
+    @extend_schema(request=inputs.IdentityInput, responses={201: IdentitySerializer})
+    def post(self, request: Request, patient_id: int) -> Response:
+        patient = selectors.patient_for(user=request.user, patient_id=patient_id)
+        if patient is None:
+            raise NotFound("No such patient.")
+        data = _valid(inputs.IdentityInput, request.data)
+        identity = add_identity(patient=patient, kind=data["kind"], value=data["value"])
+        return Response(IdentitySerializer(identity).data, status=status.HTTP_201_CREATED)
+
+
+class PatientMergeView(APIView):
+    permission_classes = [SupervisorsOnly]
+
+    @extend_schema(request=inputs.MergeInput)
+    def post(self, request: Request, patient_id: int) -> Response:
+        data = _valid(inputs.MergeInput, request.data)
+        keep = selectors.patient_for(user=request.user, patient_id=patient_id)
+        drop = selectors.patient_for(user=request.user, patient_id=data["drop_id"])
+        if keep is None or drop is None:
+            raise NotFound("No such patient.")
+        merged = merge_patients(keep=keep, drop=drop, actor=request.user, via=via_of(request))
+        return Response(selectors.patient_360(user=request.user, patient=merged))
+
+
+# --- Conversations --------------------------------------------------------------------------------
+
+
+class ConversationListView(generics.GenericAPIView[Conversation]):
+    permission_classes = [InboxStaff]
+    serializer_class = ConversationSerializer
+
+    @extend_schema(parameters=[inputs.ConversationFilterInput])
+    def get(self, request: Request) -> Response:
+        f = _valid(inputs.ConversationFilterInput, request.query_params)
+        qs = selectors.conversation_list_for(
+            user=request.user, view=f["view"], status=f["status"], inbox_id=f.get("inbox"), label=f.get("label"),
+            patient_id=f.get("patient"),
+        )
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(ConversationSerializer(page, many=True).data)
+
+
+def _conversation(request: Request, conversation_id: int) -> Conversation:
+    conversation = selectors.conversation_for(user=request.user, conversation_id=conversation_id)
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+class ConversationDetailView(APIView):
+    permission_classes = [InboxStaff]
+
+    @extend_schema(responses=ConversationSerializer)
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = _conversation(request, conversation_id)
+        record_audit(
+            actor=request.user, action=AuditAction.VIEW_CONVERSATION, patient_id=conversation.patient_id,
+            object_type="conversation", object_id=conversation.pk, via=via_of(request), ip_address=client_ip(request),
+        )
+        return Response(ConversationSerializer(conversation).data)
+
+
+class ConversationActionView(APIView):
+    """POST /conversations/{id}/{action}: assign, resolve, reopen, pending, snooze, labels, priority, read."""
+
+    permission_classes = [InboxStaff]
+
+    @extend_schema(request=None, responses=ConversationSerializer)
+    def post(self, request: Request, conversation_id: int, action: str) -> Response:
+        conversation = _conversation(request, conversation_id)
+        user = request.user
+        if action == "assign":
+            data = _valid(inputs.AssignInput, request.data)
+            assignee = None
+            if data["assignee_id"] is not None:
+                assignee = User.objects.filter(pk=data["assignee_id"], is_active=True).first()
+                if assignee is None:
+                    raise serializers.ValidationError({"assignee_id": ["No such active staff member."]})
+            conversation = conversation_actions.assign_conversation(conversation=conversation, assignee=assignee, actor=user)
+        elif action == "resolve":
+            conversation = conversation_actions.resolve_conversation(conversation=conversation, actor=user)
+        elif action == "reopen":
+            conversation = conversation_actions.reopen_conversation(conversation=conversation, actor=user)
+        elif action == "pending":
+            conversation = conversation_actions.set_pending(conversation=conversation, actor=user)
+        elif action == "snooze":
+            data = _valid(inputs.SnoozeInput, request.data)
+            conversation = conversation_actions.snooze_conversation(conversation=conversation, until=data["until"], actor=user)
+        elif action == "labels":
+            data = _valid(inputs.LabelsInput, request.data)
+            conversation = conversation_actions.set_labels(conversation=conversation, label_names=data["labels"], actor=user)
+        elif action == "priority":
+            data = _valid(inputs.PriorityInput, request.data)
+            conversation = conversation_actions.set_priority(conversation=conversation, priority=data["priority"], actor=user)
+        elif action == "read":
+            conversation = conversation_actions.mark_read(conversation=conversation, actor=user)
+        else:
+            raise NotFound("Unknown conversation action.")
+        fresh = selectors.conversation_for(user=user, conversation_id=conversation.pk)
+        return Response(ConversationSerializer(fresh or conversation).data)
+
+
+class MessageListView(generics.GenericAPIView[Message]):
+    permission_classes = [InboxStaff]
+    serializer_class = MessageSerializer
+    pagination_class = None
+
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = _conversation(request, conversation_id)
+        messages = conversation.messages.select_related("author__agent_profile").order_by("created_at", "id")
+        return Response(MessageSerializer(messages, many=True).data)
+
+    @extend_schema(request=inputs.MessageInput, responses={201: MessageSerializer})
+    def post(self, request: Request, conversation_id: int) -> Response:
+        conversation = _conversation(request, conversation_id)
+        data = _valid(inputs.MessageInput, request.data)
+        message = send_outbound(conversation=conversation, body=data["body"], author=request.user)
+        message.refresh_from_db()
+        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class NoteListView(generics.GenericAPIView[Note]):
+    permission_classes = [InboxStaff]
+    serializer_class = NoteSerializer
+    pagination_class = None
+
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = _conversation(request, conversation_id)
+        notes = conversation.notes.select_related("author__agent_profile")
+        return Response(NoteSerializer(notes, many=True).data)
+
+    @extend_schema(request=inputs.NoteInput, responses={201: NoteSerializer})
+    def post(self, request: Request, conversation_id: int) -> Response:
+        conversation = _conversation(request, conversation_id)
+        data = _valid(inputs.NoteInput, request.data)
+        note = conversation_actions.add_note(conversation=conversation, author=request.user, body=data["body"])
+        return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
+
+
+# --- Reference data -------------------------------------------------------------------------------
+
+
+class CannedResponseSerializer(serializers.ModelSerializer[CannedResponse]):
+    class Meta:
+        model = CannedResponse
+        fields = ["id", "short_code", "content", "team_id"]
+
+
+class CannedResponseListView(generics.ListAPIView[CannedResponse]):
+    permission_classes = [InboxStaff]
+    serializer_class = CannedResponseSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[CannedResponse]:
+        return selectors.canned_responses_for(user=self.request.user, query=self.request.query_params.get("q", ""))
+
+
+class LabelListView(generics.ListAPIView[Label]):
+    permission_classes = [InboxStaff]
+    serializer_class = LabelSerializer
+    pagination_class = None
+    queryset = Label.objects.order_by("name")
+
+
+class AssignableStaffView(APIView):
+    """Who a conversation can be handed to: staff who can see it."""
+
+    permission_classes = [InboxStaff]
+
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = _conversation(request, conversation_id)
+        profiles = AgentProfile.objects.select_related("user").filter(
+            role__in=conversation_actions.ASSIGNABLE_ROLES, user__is_active=True
+        )
+        rows = [
+            {"id": p.user_id, "name": staff_name(p.user), "availability": p.availability, "role": p.role}
+            for p in profiles
+            if access.can_view_conversation(p.user, conversation)
+        ]
+        return Response(rows)
+
+
+class AuditEntrySerializer(serializers.ModelSerializer[AuditLogEntry]):
+    actor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditLogEntry
+        fields = ["id", "at", "actor", "action", "patient_id", "object_type", "object_id", "via", "ip_address", "detail"]
+
+    def get_actor(self, entry: AuditLogEntry) -> str:
+        return entry.actor.get_username() if entry.actor else ""
+
+
+class AuditLogView(generics.ListAPIView[AuditLogEntry]):
+    permission_classes = [AdminsOnly]
+    serializer_class = AuditEntrySerializer
+
+    def get_queryset(self) -> QuerySet[AuditLogEntry]:
+        qs = AuditLogEntry.objects.select_related("actor")
+        patient = self.request.query_params.get("patient")
+        if patient and patient.isdigit():
+            qs = qs.filter(patient_id=int(patient))
+        actor = self.request.query_params.get("actor")
+        if actor:
+            qs = qs.filter(actor__username=actor)
+        return qs
+
+

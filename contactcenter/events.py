@@ -1,0 +1,179 @@
+"""Typed real-time events, stored in the database and published to websocket groups after commit.
+
+The database is the truth and the channel layer only carries hints: a hint wakes each consumer,
+which then reads every event after its cursor that its user may see. A dropped frame is therefore
+recovered by the next hint, the periodic catch-up, or the client's reconnect with its last event id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection, transaction
+
+from contactcenter.models import Event
+
+logger = logging.getLogger(__name__)
+
+# Supervisors and admins see everything; they listen on this one group instead of every inbox group.
+ALL_EVENTS_GROUP = "events.all"
+# Postgres advisory lock key ("evts"): serialises the commits of event-writing transactions.
+_EVENT_ORDER_LOCK = 0x65767473
+
+
+def inbox_group(inbox_id: int) -> str:
+    return f"events.inbox.{inbox_id}"
+
+
+def team_group(team_id: int) -> str:
+    return f"events.team.{team_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"events.user.{user_id}"
+
+
+def conversation_group(conversation_id: int) -> str:
+    """Ephemeral signals (typing) for whoever is looking at one conversation right now."""
+    return f"conversation.{conversation_id}"
+
+
+@dataclass(frozen=True)
+class Audience:
+    inbox_id: int | None = None
+    team_id: int | None = None
+    user_id: int | None = None
+    conversation_id: int | None = None
+
+    def groups(self) -> list[str]:
+        groups = [ALL_EVENTS_GROUP]
+        if self.inbox_id is not None:
+            groups.append(inbox_group(self.inbox_id))
+        if self.team_id is not None:
+            groups.append(team_group(self.team_id))
+        if self.user_id is not None:
+            groups.append(user_group(self.user_id))
+        return groups
+
+
+@dataclass(frozen=True)
+class BaseEvent:
+    type: ClassVar[str]
+    op: ClassVar[str]
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MessageAdded(BaseEvent):
+    type: ClassVar[str] = "message"
+    op: ClassVar[str] = "add"
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MessageStatusChanged(BaseEvent):
+    type: ClassVar[str] = "message"
+    op: ClassVar[str] = "update_status"
+    conversation_id: int
+    message_id: int
+    status: str
+    error_code: str
+    error_message: str
+
+
+@dataclass(frozen=True)
+class ConversationAdded(BaseEvent):
+    type: ClassVar[str] = "conversation"
+    op: ClassVar[str] = "add"
+    conversation: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConversationUpdated(BaseEvent):
+    """Carries the whole conversation summary so list views can replace their row."""
+
+    type: ClassVar[str] = "conversation"
+    op: ClassVar[str] = "update"
+    conversation: dict[str, Any]
+    changed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NoteAdded(BaseEvent):
+    type: ClassVar[str] = "note"
+    op: ClassVar[str] = "add"
+    note: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PresenceChanged(BaseEvent):
+    type: ClassVar[str] = "presence"
+    op: ClassVar[str] = "update"
+    user_id: int
+    availability: str
+
+
+@dataclass(frozen=True)
+class PatientUpdated(BaseEvent):
+    type: ClassVar[str] = "patient"
+    op: ClassVar[str] = "update"
+    patient_id: int
+    merged_into: int | None = None
+
+
+def record(event: BaseEvent, audience: Audience) -> Event:
+    """Store an event and publish its hint after commit. Call inside the action's transaction.
+
+    Postgres hands out sequence values at insert time, not commit time, so without the advisory lock
+    a transaction holding id 7 could commit after one holding id 8 and a client that already saw 8
+    would never ask for 7. The lock is transaction-scoped: held from the first event to commit.
+    SQLite already serialises writers.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("events.record must be called inside the action's transaction")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
+    row = Event.objects.create(
+        type=event.type,
+        op=event.op,
+        payload=event.payload(),
+        inbox_id=audience.inbox_id,
+        team_id=audience.team_id,
+        user_id=audience.user_id,
+        conversation_id=audience.conversation_id,
+    )
+    event_id = row.id
+    transaction.on_commit(lambda: publish_hint(event_id, audience.groups()))
+    return row
+
+
+def publish_hint(event_id: int, groups: list[str]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "event.hint", "event_id": event_id}
+    for group in groups:
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except Exception:
+            # Losing a hint is survivable by design (consumers catch up from the database), so a
+            # broken channel layer must not fail the request that already committed.
+            logger.exception("event hint %s to %s not published", event_id, group)
+
+
+def send_ephemeral(group: str, message: dict[str, Any]) -> None:
+    """Typing and similar signals: not stored, best effort."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(group, message)
+
+
+def serialize(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "type": event.type, "op": event.op, **event.payload}

@@ -1,0 +1,57 @@
+from contactcenter.models.audit import AuditAction, AuditLogEntry
+from contactcenter.models.conversations import (
+    CannedResponse,
+    ChannelType,
+    Conversation,
+    ConversationStatus,
+    Inbox,
+    Label,
+    Message,
+    MessageDirection,
+    MessageStatus,
+    Note,
+    Priority,
+    SenderKind,
+)
+from contactcenter.models.events import Event
+from contactcenter.models.patients import (
+    Gender,
+    IdentityKind,
+    Patient,
+    PatientIdentity,
+    Tag,
+    Visit,
+    VisitKind,
+    VipTier,
+)
+from contactcenter.models.staff import AgentProfile, Availability, Role, Team
+
+__all__ = [
+    "AgentProfile",
+    "AuditAction",
+    "AuditLogEntry",
+    "Availability",
+    "CannedResponse",
+    "ChannelType",
+    "Conversation",
+    "ConversationStatus",
+    "Event",
+    "Gender",
+    "IdentityKind",
+    "Inbox",
+    "Label",
+    "Message",
+    "MessageDirection",
+    "MessageStatus",
+    "Note",
+    "Patient",
+    "PatientIdentity",
+    "Priority",
+    "Role",
+    "SenderKind",
+    "Tag",
+    "Team",
+    "VipTier",
+    "Visit",
+    "VisitKind",
+]

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from contactcenter.models.patients import Patient
+from contactcenter.models.staff import Team
+
+
+def _public_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class ChannelType(models.TextChoices):
+    SMS = "sms", _("SMS")
+    VOICE = "voice", _("Voice")
+    EMAIL = "email", _("Email")
+    WEBCHAT = "webchat", _("Web chat")
+    SIMULATOR = "simulator", _("Simulator")
+
+
+class Inbox(models.Model):
+    """One configured channel endpoint: a Twilio number, a mailbox, a chat widget."""
+
+    name = models.CharField(max_length=120)
+    channel_type = models.CharField(max_length=20, choices=ChannelType.choices)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="inboxes")
+    # Non-secret channel settings only; secrets are named here and read from the environment.
+    config = models.JSONField(default=dict, blank=True)
+    public_token = models.CharField(max_length=40, unique=True, default=_public_token)
+    auto_assign = models.BooleanField(default=True)
+    # A resolved conversation is reopened by a new inbound message within this window, else a new one starts.
+    reopen_window_hours = models.PositiveIntegerField(default=72)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "inboxes"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=60, unique=True)
+    color = models.CharField(max_length=7, default="#6b7280")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ConversationStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    PENDING = "pending", _("Pending")
+    SNOOZED = "snoozed", _("Snoozed")
+    RESOLVED = "resolved", _("Resolved")
+
+
+class Priority(models.IntegerChoices):
+    NONE = 0, _("None")
+    LOW = 1, _("Low")
+    MEDIUM = 2, _("Medium")
+    HIGH = 3, _("High")
+    URGENT = 4, _("Urgent")
+
+
+class Conversation(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="conversations")
+    inbox = models.ForeignKey(Inbox, on_delete=models.PROTECT, related_name="conversations")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="conversations")
+    status = models.CharField(max_length=10, choices=ConversationStatus.choices, default=ConversationStatus.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_conversations"
+    )
+    labels = models.ManyToManyField(Label, blank=True, related_name="conversations")
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NONE)
+    unread_count = models.PositiveIntegerField(default=0)
+    subject = models.CharField(max_length=255, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    last_message_at = models.DateTimeField(default=timezone.now)
+    last_message_preview = models.CharField(max_length=140, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_message_at"]
+        constraints = [
+            # At most one live thread per patient and inbox, so two concurrent inbound messages cannot
+            # open two conversations; the loser of the race finds the winner's row.
+            models.UniqueConstraint(
+                fields=["patient", "inbox"],
+                condition=~Q(status="resolved"),
+                name="conversation_one_live_per_patient_inbox",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["inbox", "status", "-last_message_at"]),
+            models.Index(fields=["assignee", "status"]),
+            models.Index(fields=["status", "snoozed_until"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Conversation {self.pk}"
+
+
+class MessageDirection(models.TextChoices):
+    INBOUND = "in", _("Inbound")
+    OUTBOUND = "out", _("Outbound")
+
+
+class SenderKind(models.TextChoices):
+    PATIENT = "patient", _("Patient")
+    AGENT = "agent", _("Agent")
+    SYSTEM = "system", _("System")
+    CAMPAIGN = "campaign", _("Campaign")
+    SURVEY = "survey", _("Survey")
+
+
+class MessageStatus(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    QUEUED = "queued", _("Queued")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    DELIVERED = "delivered", _("Delivered")
+    UNDELIVERED = "undelivered", _("Undelivered")
+    FAILED = "failed", _("Failed")
+    READ = "read", _("Read")
+
+
+class Message(models.Model):
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # Denormalized from the conversation so provider ids can be unique per inbox.
+    inbox = models.ForeignKey(Inbox, on_delete=models.PROTECT, related_name="+")
+    direction = models.CharField(max_length=3, choices=MessageDirection.choices)
+    sender_kind = models.CharField(max_length=10, choices=SenderKind.choices)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    body = models.TextField(blank=True)
+    attachments = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=12, choices=MessageStatus.choices)
+    provider_message_id = models.CharField(max_length=120, null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    # Everything the provider sent us, kept verbatim for support and audits.
+    provider_payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["inbox", "provider_message_id"],
+                condition=Q(provider_message_id__isnull=False),
+                name="message_provider_id_unique_per_inbox",
+            )
+        ]
+        indexes = [models.Index(fields=["conversation", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Message {self.pk}"
+
+
+class Note(models.Model):
+    """A private note between staff on a conversation; never sent to the patient."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class CannedResponse(models.Model):
+    short_code = models.SlugField(max_length=40)
+    content = models.TextField()
+    # Null team: available to everyone.
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="canned_responses")
+
+    class Meta:
+        ordering = ["short_code"]
+        constraints = [models.UniqueConstraint(fields=["team", "short_code"], name="canned_unique_code_per_team")]
+
+    def __str__(self) -> str:
+        return self.short_code

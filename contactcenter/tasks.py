@@ -1,0 +1,29 @@
+"""Celery tasks: fetch by id, call an action. No logic lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from contactcenter.actions.conversations import wake_snoozed_conversations
+from contactcenter.actions.delivery import abandon_delivery
+from contactcenter.actions.delivery import deliver_message as deliver_message_action
+
+
+@shared_task(bind=True, max_retries=6, acks_late=True)
+def deliver_message(self: Any, *, message_id: int) -> str:
+    outcome = deliver_message_action(message_id=message_id)
+    if outcome.retry:
+        if self.request.retries >= self.max_retries:
+            abandon_delivery(message_id=message_id, reason=outcome.error)
+            return "failed"
+        # Exponential backoff for transient provider errors: 2, 4, 8 … seconds.
+        raise self.retry(countdown=2 ** (self.request.retries + 1))
+    return outcome.status
+
+
+@shared_task
+def dispatch_due_work() -> dict[str, int]:
+    """The one periodic job; each app's due-row pickers hang off it."""
+    return {"snoozes_woken": wake_snoozed_conversations()}
