@@ -159,7 +159,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
-    "dispatch-due-work": {"task": "contactcenter.tasks.dispatch_due_work", "schedule": float(DISPATCH_INTERVAL_SECONDS)},
+    "dispatch-due-work": {
+        "task": "contactcenter.tasks.dispatch_due_work",
+        "schedule": float(DISPATCH_INTERVAL_SECONDS),
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -6,12 +6,12 @@ conversations or patient profiles (they work with segments and campaigns).
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
 from contactcenter.models import AgentProfile, Conversation, Inbox, Patient, Role
 
-StaffUser = AbstractBaseUser | AnonymousUser
+StaffUser = User | AnonymousUser
 
 INBOX_ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.NURSE})
 SEE_ALL_ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR})
@@ -21,7 +21,7 @@ def profile_of(user: StaffUser | None) -> AgentProfile | None:
     if user is None or not user.is_authenticated:
         return None
     try:
-        return user.agent_profile  # type: ignore[union-attr]
+        return user.agent_profile
     except AgentProfile.DoesNotExist:
         return None
 
@@ -76,7 +76,9 @@ def patients_visible_to(user: StaffUser | None) -> QuerySet[Patient]:
         return live
     teams = team_ids_of(user)
     return live.filter(
-        Q(conversations__inbox__team_id__in=teams) | Q(conversations__team_id__in=teams) | Q(visits__department_id__in=teams)
+        Q(conversations__inbox__team_id__in=teams)
+        | Q(conversations__team_id__in=teams)
+        | Q(visits__department_id__in=teams)
     ).distinct()
 
 

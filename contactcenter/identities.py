@@ -46,7 +46,9 @@ _MRN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-_.]{0,59}$")
 def normalize_mrn(raw: str) -> str:
     text = (raw or "").strip().upper()
     if not _MRN_RE.match(text):
-        raise ValidationError(_("“%(value)s” is not a medical record number."), code="mrn_invalid", params={"value": text[:40]})
+        raise ValidationError(
+            _("“%(value)s” is not a medical record number."), code="mrn_invalid", params={"value": text[:40]}
+        )
     return text
 
 

@@ -75,7 +75,9 @@ def start_dispatcher_loop(job: Callable[[], Any], interval: float) -> threading.
             started = time.monotonic()
             try:
                 if _server_loop is not None and _server_loop.is_running():
-                    asyncio.run_coroutine_threadsafe(sync_to_async(job, thread_sensitive=False)(), _server_loop).result()
+                    asyncio.run_coroutine_threadsafe(
+                        sync_to_async(job, thread_sensitive=False)(), _server_loop
+                    ).result()
                 else:
                     job()
             except Exception:

@@ -41,9 +41,13 @@ class World:
         return {n: getattr(self, n) for n in ("alice", "bob", "charlie", "nina", "sam", "ada", "mark")}
 
 
-def make_staff(username: str, role: str, teams: list[Team], availability: str = Availability.OFFLINE) -> AbstractBaseUser:
+def make_staff(
+    username: str, role: str, teams: list[Team], availability: str = Availability.OFFLINE
+) -> AbstractBaseUser:
     user = User.objects.create_user(username=username, password=PASSWORD)
-    profile = AgentProfile.objects.create(user=user, role=role, display_name=username.title(), availability=availability)
+    profile = AgentProfile.objects.create(
+        user=user, role=role, display_name=username.title(), availability=availability
+    )
     profile.teams.set(teams)
     return user
 
@@ -52,8 +56,12 @@ def make_staff(username: str, role: str, teams: list[Team], availability: str = 
 def world(db: Any) -> World:
     team_a = Team.objects.create(code="cardiology", name="Cardiology", name_zh="心内科")
     team_b = Team.objects.create(code="orthopedics", name="Orthopedics", name_zh="骨科")
-    inbox_a = Inbox.objects.create(name="Cardiology SMS", channel_type=ChannelType.SIMULATOR, team=team_a, auto_assign=False)
-    inbox_b = Inbox.objects.create(name="Orthopedics SMS", channel_type=ChannelType.SIMULATOR, team=team_b, auto_assign=False)
+    inbox_a = Inbox.objects.create(
+        name="Cardiology SMS", channel_type=ChannelType.SIMULATOR, team=team_a, auto_assign=False
+    )
+    inbox_b = Inbox.objects.create(
+        name="Orthopedics SMS", channel_type=ChannelType.SIMULATOR, team=team_b, auto_assign=False
+    )
     return World(
         team_a=team_a,
         team_b=team_b,
@@ -76,7 +84,9 @@ _provider_ids = itertools.count(1)
 def inbound() -> Callable[..., InboundResult]:
     """Deliver a patient's message through the one inbound path, as any adapter would."""
 
-    def deliver(inbox: Inbox, phone: str, body: str = "Hello", *, provider_id: str | None = None, name: str = "") -> InboundResult:
+    def deliver(
+        inbox: Inbox, phone: str, body: str = "Hello", *, provider_id: str | None = None, name: str = ""
+    ) -> InboundResult:
         return receive_inbound(
             InboundMessage(
                 inbox_id=inbox.pk,

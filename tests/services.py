@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PG_BIN_DIRS = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
 
 
@@ -52,21 +54,65 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         subprocess.run(
-            [*_as_postgres_user(), _pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                *_as_postgres_user(),
+                _pg_bin("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         self.proc = subprocess.Popen(
-            [*_as_postgres_user(), _pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-h", "127.0.0.1", "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=256MB"],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "postgres.log", "wb"),
+            [
+                *_as_postgres_user(),
+                _pg_bin("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.root),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=256MB",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "postgres.log", "wb"),
         )
         _wait_for_port(self.port, what="PostgreSQL", log=self.root / "postgres.log")
         for _ in range(50):
             ok = subprocess.run(
-                [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                 "CREATE DATABASE hospital"], capture_output=True,
+                [
+                    _pg_bin("psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-c",
+                    "CREATE DATABASE hospital",
+                ],
+                capture_output=True,
             )
             if ok.returncode == 0:
                 break
@@ -94,9 +140,23 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server not found; install it (apt-get install redis-server, see .ci/run)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root), "--protected-mode", "yes"],
-            stdout=open(self.root / "redis.log", "wb"), stderr=subprocess.STDOUT,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=open(self.root / "redis.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         _wait_for_port(self.port, what="Redis", log=self.root / "redis.log")
         return f"redis://127.0.0.1:{self.port}/0"
@@ -146,6 +206,7 @@ def stop_services() -> None:
         _started.pop().stop()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: Any, parser: Any, args: list[str]) -> None:
     start_services()
     os.environ.setdefault("SECRET_KEY", "test-only-secret-key")

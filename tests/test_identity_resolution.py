@@ -7,7 +7,9 @@ from contactcenter.identities import normalize_email, normalize_phone
 from contactcenter.models import Patient, PatientIdentity
 
 
-@pytest.mark.parametrize("raw", ["+86 138 0013 8000", "13800138000", "0086-138-0013-8000", "+8613800138000", "(+86) 138-0013-8000"])
+@pytest.mark.parametrize(
+    "raw", ["+86 138 0013 8000", "13800138000", "0086-138-0013-8000", "+8613800138000", "(+86) 138-0013-8000"]
+)
 def test_chinese_mobile_spellings_normalize_to_one_e164(raw: str) -> None:
     assert normalize_phone(raw) == "+8613800138000"
 

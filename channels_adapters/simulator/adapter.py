@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from channels_adapters.base import AdapterError, InboundMessage, OutboundMessage, SendResult, Sender, StatusUpdate
+from channels_adapters.base import AdapterError, InboundMessage, OutboundMessage, Sender, SendResult, StatusUpdate
 from contactcenter.identities import normalize_phone
 from contactcenter.models import IdentityKind, Inbox, MessageStatus
 

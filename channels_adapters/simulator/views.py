@@ -56,7 +56,12 @@ def threads(request: HttpRequest) -> JsonResponse:
         )
     )
     rows = [{"from": "patient", "body": m["body"], "at": m["created_at"].isoformat()} for m in inbound] + [
-        {"from": "hospital", "body": o["body"], "at": o["created_at"].isoformat(), "status": statuses.get(o["provider_message_id"], "")}
+        {
+            "from": "hospital",
+            "body": o["body"],
+            "at": o["created_at"].isoformat(),
+            "status": statuses.get(o["provider_message_id"], ""),
+        }
         for o in outbound
     ]
     rows.sort(key=lambda r: r["at"])

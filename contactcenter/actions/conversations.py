@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, F
@@ -50,18 +50,17 @@ def _locked(conversation: Conversation) -> Conversation:
 
 
 @transaction.atomic
-def assign_conversation(
-    *, conversation: Conversation, assignee: AbstractBaseUser | None, actor: AbstractBaseUser | None
-) -> Conversation:
+def assign_conversation(*, conversation: Conversation, assignee: User | None, actor: User | None) -> Conversation:
     """Manual assignment (or unassignment with None). The assignee must be able to see the conversation."""
     conversation = _locked(conversation)
-    if assignee is not None:
-        if access.role_of(assignee) not in ASSIGNABLE_ROLES or not access.can_view_conversation(assignee, conversation):
-            raise ValidationError({"assignee": ["This person cannot work on this conversation's inbox."]})
+    if assignee is not None and (
+        access.role_of(assignee) not in ASSIGNABLE_ROLES or not access.can_view_conversation(assignee, conversation)
+    ):
+        raise ValidationError({"assignee": ["This person cannot work on this conversation's inbox."]})
     previous = conversation.assignee_id
     if previous == (assignee.pk if assignee else None):
         return conversation
-    conversation.assignee = assignee  # type: ignore[assignment]
+    conversation.assignee = assignee
     conversation.save(update_fields=["assignee"])
     publish_conversation_update(conversation, ["assignee"])
     if previous is not None:
@@ -110,7 +109,7 @@ def assign_round_robin(*, conversation: Conversation) -> Conversation:
 
 
 @transaction.atomic
-def resolve_conversation(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+def resolve_conversation(*, conversation: Conversation, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     if conversation.status == ConversationStatus.RESOLVED:
         return conversation
@@ -124,7 +123,7 @@ def resolve_conversation(*, conversation: Conversation, actor: AbstractBaseUser 
 
 
 @transaction.atomic
-def reopen_conversation(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+def reopen_conversation(*, conversation: Conversation, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     if conversation.status == ConversationStatus.OPEN:
         return conversation
@@ -143,7 +142,7 @@ def reopen_conversation(*, conversation: Conversation, actor: AbstractBaseUser |
 
 
 @transaction.atomic
-def set_pending(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+def set_pending(*, conversation: Conversation, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     if conversation.status == ConversationStatus.RESOLVED:
         raise ValidationError("Reopen a resolved conversation before marking it pending.")
@@ -155,7 +154,7 @@ def set_pending(*, conversation: Conversation, actor: AbstractBaseUser | None) -
 
 
 @transaction.atomic
-def snooze_conversation(*, conversation: Conversation, until: dt.datetime, actor: AbstractBaseUser | None) -> Conversation:
+def snooze_conversation(*, conversation: Conversation, until: dt.datetime, actor: User | None) -> Conversation:
     """The conversation comes back by itself at `until` (the dispatcher wakes it) or on a new message."""
     if until <= timezone.now():
         raise ValidationError({"until": ["Snooze until a time in the future."]})
@@ -190,7 +189,7 @@ def wake_snoozed_conversations(*, now: dt.datetime | None = None, limit: int = 2
 
 
 @transaction.atomic
-def set_labels(*, conversation: Conversation, label_names: list[str], actor: AbstractBaseUser | None) -> Conversation:
+def set_labels(*, conversation: Conversation, label_names: list[str], actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     labels = [Label.objects.get_or_create(name=name.strip()[:60])[0] for name in label_names if name.strip()]
     conversation.labels.set(labels)
@@ -199,7 +198,7 @@ def set_labels(*, conversation: Conversation, label_names: list[str], actor: Abs
 
 
 @transaction.atomic
-def set_priority(*, conversation: Conversation, priority: int, actor: AbstractBaseUser | None) -> Conversation:
+def set_priority(*, conversation: Conversation, priority: int, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     conversation.priority = priority
     conversation.save(update_fields=["priority"])
@@ -208,7 +207,7 @@ def set_priority(*, conversation: Conversation, priority: int, actor: AbstractBa
 
 
 @transaction.atomic
-def transfer_to_team(*, conversation: Conversation, team: Team, actor: AbstractBaseUser | None) -> Conversation:
+def transfer_to_team(*, conversation: Conversation, team: Team, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     conversation.team = team
     conversation.assignee = None
@@ -218,7 +217,7 @@ def transfer_to_team(*, conversation: Conversation, team: Team, actor: AbstractB
 
 
 @transaction.atomic
-def mark_read(*, conversation: Conversation, actor: AbstractBaseUser | None) -> Conversation:
+def mark_read(*, conversation: Conversation, actor: User | None) -> Conversation:
     updated = Conversation.objects.filter(pk=conversation.pk, unread_count__gt=0).update(unread_count=0)
     if updated:
         conversation = _locked(conversation)
@@ -227,7 +226,7 @@ def mark_read(*, conversation: Conversation, actor: AbstractBaseUser | None) -> 
 
 
 @transaction.atomic
-def add_note(*, conversation: Conversation, author: AbstractBaseUser, body: str) -> Note:
+def add_note(*, conversation: Conversation, author: User, body: str) -> Note:
     body = body.strip()
     if not body:
         raise ValidationError({"body": ["A note cannot be empty."]})
@@ -248,5 +247,3 @@ def open_load_for(user_ids: list[int]) -> dict[int, int]:
 
 def bump_unread(conversation_id: int) -> None:
     Conversation.objects.filter(pk=conversation_id).update(unread_count=F("unread_count") + 1)
-
-

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 # Statuses only move up this ladder; failure states sit above "sent" so a late "sent" cannot undo
 # them, and "read" is the end of the happy path.
-STATUS_RANK = {
+STATUS_RANK: dict[str, int] = {
     MessageStatus.QUEUED: 0,
     MessageStatus.SENDING: 1,
     MessageStatus.SENT: 2,
@@ -26,7 +26,11 @@ STATUS_RANK = {
     MessageStatus.FAILED: 3,
     MessageStatus.READ: 4,
 }
-TIMESTAMP_FIELD = {MessageStatus.SENT: "sent_at", MessageStatus.DELIVERED: "delivered_at", MessageStatus.READ: "read_at"}
+TIMESTAMP_FIELD: dict[str, str] = {
+    MessageStatus.SENT: "sent_at",
+    MessageStatus.DELIVERED: "delivered_at",
+    MessageStatus.READ: "read_at",
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,9 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
     called, so a retried task finds it no longer queued and never sends twice.
     """
     with transaction.atomic():
-        message = Message.objects.select_for_update().select_related("conversation__patient", "inbox").get(pk=message_id)
+        message = (
+            Message.objects.select_for_update().select_related("conversation__patient", "inbox").get(pk=message_id)
+        )
         if message.status != MessageStatus.QUEUED or message.provider_message_id:
             return DeliveryOutcome(message_id, message.status)
         inbox = message.inbox
@@ -60,12 +66,18 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
             .first()
         )
         if address is None:
-            exc = AdapterError(f"the patient has no {adapter.address_kind} to send to", permanent=True, code="no_address")
-            _fail(message, exc)
-            return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
+            missing = AdapterError(
+                f"the patient has no {adapter.address_kind} to send to", permanent=True, code="no_address"
+            )
+            _fail(message, missing)
+            return DeliveryOutcome(message_id, MessageStatus.FAILED, error=missing.message)
         _move(message, MessageStatus.SENDING)
     outbound = OutboundMessage(
-        message_id=message.pk, inbox=inbox, to=address, body=message.body, attachments=message.attachments,
+        message_id=message.pk,
+        inbox=inbox,
+        to=address,
+        body=message.body,
+        attachments=message.attachments,
         subject=message.conversation.subject,
     )
     try:
@@ -113,8 +125,11 @@ def _move(message: Message, status: str) -> bool:
     conversation = message.conversation
     events.record(
         events.MessageStatusChanged(
-            conversation_id=conversation.pk, message_id=message.pk, status=status,
-            error_code=message.error_code, error_message=message.error_message,
+            conversation_id=conversation.pk,
+            message_id=message.pk,
+            status=status,
+            error_code=message.error_code,
+            error_message=message.error_message,
         ),
         audience_of(conversation),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -33,7 +33,7 @@ def send_outbound(
     *,
     conversation: Conversation,
     body: str,
-    author: AbstractBaseUser | None,
+    author: User | None,
     sender_kind: str = SenderKind.AGENT,
     attachments: list[dict[str, Any]] | None = None,
 ) -> Message:
@@ -69,7 +69,7 @@ def send_outbound(
             conversation.snoozed_until = None
             changed.append("status")
         if conversation.assignee_id is None and author is not None:
-            conversation.assignee = author  # type: ignore[assignment]
+            conversation.assignee = author
             changed.append("assignee")
     conversation.save()
     audience = audience_of(conversation)

@@ -4,7 +4,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -57,7 +57,9 @@ class ResolvedPatient:
     created: bool
 
 
-def resolve_patient(*, kind: str, value: str, name: str = "", also_known_as: tuple[tuple[str, str], ...] = ()) -> ResolvedPatient:
+def resolve_patient(
+    *, kind: str, value: str, name: str = "", also_known_as: tuple[tuple[str, str], ...] = ()
+) -> ResolvedPatient:
     """Find the patient behind a normalized identity or create one.
 
     Only exact identities match: names never join two records, so two patients never merge by
@@ -107,7 +109,9 @@ def check_identities(raw: list[dict[str, str]]) -> list[tuple[str, str]]:
 
 
 @transaction.atomic
-def create_patient(*, fields: dict[str, Any], identities: list[tuple[str, str]], tags: list[str] | None = None) -> Patient:
+def create_patient(
+    *, fields: dict[str, Any], identities: list[tuple[str, str]], tags: list[str] | None = None
+) -> Patient:
     """`identities` must come from check_identities. A taken identity is a validation error, not a merge."""
     for kind, value in identities:
         if PatientIdentity.objects.filter(kind=kind, value=value).exists():
@@ -115,24 +119,33 @@ def create_patient(*, fields: dict[str, Any], identities: list[tuple[str, str]],
     patient = Patient.objects.create(**{k: v for k, v in fields.items() if k in PATIENT_FIELDS})
     try:
         with transaction.atomic():
-            PatientIdentity.objects.bulk_create(PatientIdentity(patient=patient, kind=k, value=v) for k, v in identities)
+            PatientIdentity.objects.bulk_create(
+                PatientIdentity(patient=patient, kind=k, value=v) for k, v in identities
+            )
     except IntegrityError:
-        raise ValidationError({"identities": ["An identity is duplicated or already belongs to another patient."]}) from None
+        raise ValidationError(
+            {"identities": ["An identity is duplicated or already belongs to another patient."]}
+        ) from None
     if tags:
         set_patient_tags(patient=patient, tags=tags)
     return patient
 
 
 @transaction.atomic
-def update_patient(*, patient: Patient, fields: dict[str, Any], actor: AbstractBaseUser | None, via: str) -> Patient:
+def update_patient(*, patient: Patient, fields: dict[str, Any], actor: User | None, via: str) -> Patient:
     changed = [k for k, v in fields.items() if k in PATIENT_FIELDS and getattr(patient, k) != v]
     for key in changed:
         setattr(patient, key, fields[key])
     if changed:
         patient.save(update_fields=[*changed, "updated_at"])
         record_audit(
-            actor=actor, action=AuditAction.UPDATE_PATIENT, patient_id=patient.pk, object_type="patient",
-            object_id=patient.pk, via=via, detail={"fields": changed},
+            actor=actor,
+            action=AuditAction.UPDATE_PATIENT,
+            patient_id=patient.pk,
+            object_type="patient",
+            object_id=patient.pk,
+            via=via,
+            detail={"fields": changed},
         )
         events.record(events.PatientUpdated(patient_id=patient.pk), events.Audience())
     return patient
@@ -157,7 +170,7 @@ def set_patient_tags(*, patient: Patient, tags: list[str]) -> None:
 
 
 @transaction.atomic
-def merge_patients(*, keep: Patient, drop: Patient, actor: AbstractBaseUser | None, via: str) -> Patient:
+def merge_patients(*, keep: Patient, drop: Patient, actor: User | None, via: str) -> Patient:
     """Move identities, conversations and visits from `drop` onto `keep`; `drop` becomes a tombstone.
 
     Two live conversations on the same inbox would break the one-live-thread rule, so the dropped
@@ -189,10 +202,19 @@ def merge_patients(*, keep: Patient, drop: Patient, actor: AbstractBaseUser | No
     drop.merged_into = keep
     drop.save(update_fields=["merged_into", "updated_at"])
     record_audit(
-        actor=actor, action=AuditAction.MERGE_PATIENTS, patient_id=keep.pk, object_type="patient", object_id=drop.pk,
-        via=via, detail={
-            "kept": keep.pk, "dropped": drop.pk, "identities": moved_identities,
-            "conversations": conversation_ids, "resolved_on_merge": clashing_ids, "visits": visit_count,
+        actor=actor,
+        action=AuditAction.MERGE_PATIENTS,
+        patient_id=keep.pk,
+        object_type="patient",
+        object_id=drop.pk,
+        via=via,
+        detail={
+            "kept": keep.pk,
+            "dropped": drop.pk,
+            "identities": moved_identities,
+            "conversations": conversation_ids,
+            "resolved_on_merge": clashing_ids,
+            "visits": visit_count,
         },
     )
     events.record(events.PatientUpdated(patient_id=drop.pk, merged_into=keep.pk), events.Audience())

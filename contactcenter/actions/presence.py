@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -9,7 +9,7 @@ from contactcenter.models import AgentProfile, Availability
 
 
 @transaction.atomic
-def set_availability(*, user: AbstractBaseUser, availability: str) -> AgentProfile:
+def set_availability(*, user: User, availability: str) -> AgentProfile:
     if availability not in Availability.values:
         raise ValidationError({"availability": [f"Choose one of {', '.join(Availability.values)}."]})
     profile = AgentProfile.objects.select_for_update().get(user=user)

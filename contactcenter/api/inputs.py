@@ -90,5 +90,5 @@ class ConversationFilterInput(serializers.Serializer[Any]):
     view = serializers.ChoiceField(choices=["mine", "unassigned", "all"], required=False, default="all")
     status = serializers.ChoiceField(choices=[*ConversationStatus.values, "any"], required=False, default="open")
     inbox = serializers.IntegerField(required=False, min_value=1)
-    label = serializers.CharField(required=False, max_length=60)
+    label = serializers.CharField(required=False, max_length=60)  # type: ignore[assignment]
     patient = serializers.IntegerField(required=False, min_value=1)

@@ -60,8 +60,21 @@ class ConversationSerializer(serializers.ModelSerializer[Conversation]):
     class Meta:
         model = Conversation
         fields = [
-            "id", "patient", "inbox", "team_id", "status", "assignee", "labels", "priority", "unread_count",
-            "subject", "snoozed_until", "last_message_at", "last_message_preview", "created_at", "resolved_at",
+            "id",
+            "patient",
+            "inbox",
+            "team_id",
+            "status",
+            "assignee",
+            "labels",
+            "priority",
+            "unread_count",
+            "subject",
+            "snoozed_until",
+            "last_message_at",
+            "last_message_preview",
+            "created_at",
+            "resolved_at",
         ]
         read_only_fields = fields
 
@@ -72,8 +85,21 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
     class Meta:
         model = Message
         fields = [
-            "id", "conversation_id", "direction", "sender_kind", "author", "body", "attachments", "status",
-            "provider_message_id", "error_code", "error_message", "created_at", "sent_at", "delivered_at", "read_at",
+            "id",
+            "conversation_id",
+            "direction",
+            "sender_kind",
+            "author",
+            "body",
+            "attachments",
+            "status",
+            "provider_message_id",
+            "error_code",
+            "error_message",
+            "created_at",
+            "sent_at",
+            "delivered_at",
+            "read_at",
         ]
         read_only_fields = fields
 
@@ -100,8 +126,17 @@ class VisitSerializer(serializers.ModelSerializer[Visit]):
     class Meta:
         model = Visit
         fields = [
-            "id", "visit_number", "kind", "department", "doctor", "nurse", "ward", "admitted_at", "discharged_at",
-            "package", "amount",
+            "id",
+            "visit_number",
+            "kind",
+            "department",
+            "doctor",
+            "nurse",
+            "ward",
+            "admitted_at",
+            "discharged_at",
+            "package",
+            "amount",
         ]
         read_only_fields = fields
 

@@ -17,7 +17,13 @@ from contactcenter import access, selectors
 from contactcenter.actions import conversations as conversation_actions
 from contactcenter.actions.audit import record_audit
 from contactcenter.actions.outbound import send_outbound
-from contactcenter.actions.patients import add_identity, create_patient, merge_patients, set_patient_tags, update_patient
+from contactcenter.actions.patients import (
+    add_identity,
+    create_patient,
+    merge_patients,
+    set_patient_tags,
+    update_patient,
+)
 from contactcenter.api import inputs
 from contactcenter.api.shapes import (
     ConversationSerializer,
@@ -47,6 +53,13 @@ User = get_user_model()
 
 def client_ip(request: Request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
+
+
+def _staff(request: Request) -> Any:
+    """The authenticated staff user; the permission classes have already refused anyone else."""
+    if not request.user.is_authenticated:
+        raise PermissionDenied("Sign in first.")
+    return request.user
 
 
 def via_of(request: Request) -> str:
@@ -120,8 +133,12 @@ class PatientListView(generics.GenericAPIView[Patient]):
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         record_audit(
-            actor=request.user, action=AuditAction.LIST_PATIENTS, object_type="patient", object_id="*",
-            via=via_of(request), ip_address=client_ip(request),
+            actor=request.user,
+            action=AuditAction.LIST_PATIENTS,
+            object_type="patient",
+            object_id="*",
+            via=via_of(request),
+            ip_address=client_ip(request),
             detail={"query": request.query_params.get("q", "")[:100], "ids": [p.pk for p in page or []]},
         )
         return self.get_paginated_response(PatientRefSerializer(page, many=True).data)
@@ -149,8 +166,13 @@ class PatientDetailView(APIView):
     def get(self, request: Request, patient_id: int) -> Response:
         patient = self._patient(request, patient_id)
         record_audit(
-            actor=request.user, action=AuditAction.VIEW_PATIENT, patient_id=patient.pk, object_type="patient",
-            object_id=patient.pk, via=via_of(request), ip_address=client_ip(request),
+            actor=request.user,
+            action=AuditAction.VIEW_PATIENT,
+            patient_id=patient.pk,
+            object_type="patient",
+            object_id=patient.pk,
+            via=via_of(request),
+            ip_address=client_ip(request),
         )
         return Response(selectors.patient_360(user=request.user, patient=patient))
 
@@ -159,7 +181,7 @@ class PatientDetailView(APIView):
         patient = self._patient(request, patient_id)
         data = _valid(inputs.PatientUpdateInput, request.data)
         tags = data.pop("tags", None)
-        update_patient(patient=patient, fields=data, actor=request.user, via=via_of(request))
+        update_patient(patient=patient, fields=data, actor=_staff(request), via=via_of(request))
         if tags is not None:
             set_patient_tags(patient=patient, tags=tags)
         return Response(selectors.patient_360(user=request.user, patient=patient))
@@ -188,7 +210,7 @@ class PatientMergeView(APIView):
         drop = selectors.patient_for(user=request.user, patient_id=data["drop_id"])
         if keep is None or drop is None:
             raise NotFound("No such patient.")
-        merged = merge_patients(keep=keep, drop=drop, actor=request.user, via=via_of(request))
+        merged = merge_patients(keep=keep, drop=drop, actor=_staff(request), via=via_of(request))
         return Response(selectors.patient_360(user=request.user, patient=merged))
 
 
@@ -203,7 +225,11 @@ class ConversationListView(generics.GenericAPIView[Conversation]):
     def get(self, request: Request) -> Response:
         f = _valid(inputs.ConversationFilterInput, request.query_params)
         qs = selectors.conversation_list_for(
-            user=request.user, view=f["view"], status=f["status"], inbox_id=f.get("inbox"), label=f.get("label"),
+            user=request.user,
+            view=f["view"],
+            status=f["status"],
+            inbox_id=f.get("inbox"),
+            label=f.get("label"),
             patient_id=f.get("patient"),
         )
         page = self.paginate_queryset(qs)
@@ -224,8 +250,13 @@ class ConversationDetailView(APIView):
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
         record_audit(
-            actor=request.user, action=AuditAction.VIEW_CONVERSATION, patient_id=conversation.patient_id,
-            object_type="conversation", object_id=conversation.pk, via=via_of(request), ip_address=client_ip(request),
+            actor=request.user,
+            action=AuditAction.VIEW_CONVERSATION,
+            patient_id=conversation.patient_id,
+            object_type="conversation",
+            object_id=conversation.pk,
+            via=via_of(request),
+            ip_address=client_ip(request),
         )
         return Response(ConversationSerializer(conversation).data)
 
@@ -238,7 +269,7 @@ class ConversationActionView(APIView):
     @extend_schema(request=None, responses=ConversationSerializer)
     def post(self, request: Request, conversation_id: int, action: str) -> Response:
         conversation = _conversation(request, conversation_id)
-        user = request.user
+        user = _staff(request)
         if action == "assign":
             data = _valid(inputs.AssignInput, request.data)
             assignee = None
@@ -246,7 +277,9 @@ class ConversationActionView(APIView):
                 assignee = User.objects.filter(pk=data["assignee_id"], is_active=True).first()
                 if assignee is None:
                     raise serializers.ValidationError({"assignee_id": ["No such active staff member."]})
-            conversation = conversation_actions.assign_conversation(conversation=conversation, assignee=assignee, actor=user)
+            conversation = conversation_actions.assign_conversation(
+                conversation=conversation, assignee=assignee, actor=user
+            )
         elif action == "resolve":
             conversation = conversation_actions.resolve_conversation(conversation=conversation, actor=user)
         elif action == "reopen":
@@ -255,13 +288,19 @@ class ConversationActionView(APIView):
             conversation = conversation_actions.set_pending(conversation=conversation, actor=user)
         elif action == "snooze":
             data = _valid(inputs.SnoozeInput, request.data)
-            conversation = conversation_actions.snooze_conversation(conversation=conversation, until=data["until"], actor=user)
+            conversation = conversation_actions.snooze_conversation(
+                conversation=conversation, until=data["until"], actor=user
+            )
         elif action == "labels":
             data = _valid(inputs.LabelsInput, request.data)
-            conversation = conversation_actions.set_labels(conversation=conversation, label_names=data["labels"], actor=user)
+            conversation = conversation_actions.set_labels(
+                conversation=conversation, label_names=data["labels"], actor=user
+            )
         elif action == "priority":
             data = _valid(inputs.PriorityInput, request.data)
-            conversation = conversation_actions.set_priority(conversation=conversation, priority=data["priority"], actor=user)
+            conversation = conversation_actions.set_priority(
+                conversation=conversation, priority=data["priority"], actor=user
+            )
         elif action == "read":
             conversation = conversation_actions.mark_read(conversation=conversation, actor=user)
         else:
@@ -284,7 +323,7 @@ class MessageListView(generics.GenericAPIView[Message]):
     def post(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
         data = _valid(inputs.MessageInput, request.data)
-        message = send_outbound(conversation=conversation, body=data["body"], author=request.user)
+        message = send_outbound(conversation=conversation, body=data["body"], author=_staff(request))
         message.refresh_from_db()
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
@@ -303,7 +342,7 @@ class NoteListView(generics.GenericAPIView[Note]):
     def post(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
         data = _valid(inputs.NoteInput, request.data)
-        note = conversation_actions.add_note(conversation=conversation, author=request.user, body=data["body"])
+        note = conversation_actions.add_note(conversation=conversation, author=_staff(request), body=data["body"])
         return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
 
 
@@ -355,7 +394,18 @@ class AuditEntrySerializer(serializers.ModelSerializer[AuditLogEntry]):
 
     class Meta:
         model = AuditLogEntry
-        fields = ["id", "at", "actor", "action", "patient_id", "object_type", "object_id", "via", "ip_address", "detail"]
+        fields = [
+            "id",
+            "at",
+            "actor",
+            "action",
+            "patient_id",
+            "object_type",
+            "object_id",
+            "via",
+            "ip_address",
+            "detail",
+        ]
 
     def get_actor(self, entry: AuditLogEntry) -> str:
         return entry.actor.get_username() if entry.actor else ""
@@ -374,5 +424,3 @@ class AuditLogView(generics.ListAPIView[AuditLogEntry]):
         if actor:
             qs = qs.filter(actor__username=actor)
         return qs
-
-

@@ -20,9 +20,9 @@ from contactcenter.models.patients import (
     Patient,
     PatientIdentity,
     Tag,
+    VipTier,
     Visit,
     VisitKind,
-    VipTier,
 )
 from contactcenter.models.staff import AgentProfile, Availability, Role, Team
 

@@ -75,7 +75,11 @@ class Conversation(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="conversations")
     status = models.CharField(max_length=10, choices=ConversationStatus.choices, default=ConversationStatus.OPEN)
     assignee = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_conversations"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_conversations",
     )
     labels = models.ManyToManyField(Label, blank=True, related_name="conversations")
     priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NONE)
@@ -138,7 +142,9 @@ class Message(models.Model):
     inbox = models.ForeignKey(Inbox, on_delete=models.PROTECT, related_name="+")
     direction = models.CharField(max_length=3, choices=MessageDirection.choices)
     sender_kind = models.CharField(max_length=10, choices=SenderKind.choices)
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     body = models.TextField(blank=True)
     attachments = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=12, choices=MessageStatus.choices)

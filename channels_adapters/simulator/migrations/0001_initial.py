@@ -6,26 +6,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('contactcenter', '0001_initial'),
+        ("contactcenter", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SimulatedDelivery',
+            name="SimulatedDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('to', models.CharField(max_length=255)),
-                ('body', models.TextField()),
-                ('provider_message_id', models.CharField(max_length=60, unique=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('inbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='contactcenter.inbox')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("to", models.CharField(max_length=255)),
+                ("body", models.TextField()),
+                ("provider_message_id", models.CharField(max_length=60, unique=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "inbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="contactcenter.inbox"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
     ]
