@@ -1,0 +1,54 @@
+"""Run the whole platform in one process: migrate, seed the demo hospital, start the dispatcher loop
+and serve HTTP + websockets with Daphne. The embedded default; production runs Daphne, Celery workers
+and beat as separate processes (see README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from contactcenter.demo import DEMO_PASSWORD, LOGINS
+
+
+class Command(BaseCommand):
+    help = "Migrate, seed the demo hospital and serve the platform on one port (HTTP + websockets)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-seed", action="store_true", help="Do not create the demo hospital")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        if not options["no_seed"]:
+            call_command("seed_demo")
+        if settings.TASK_RUNNER == "inprocess":
+            from contactcenter import taskrunner
+            from contactcenter.tasks import dispatch_due_work
+
+            taskrunner.start_dispatcher_loop(dispatch_due_work, settings.DISPATCH_INTERVAL_SECONDS)
+        self._banner(options["host"], options["port"], seeded=not options["no_seed"])
+        from daphne.cli import CommandLineInterface
+
+        CommandLineInterface().run(
+            ["--bind", options["host"], "--port", str(options["port"]), "--proxy-headers", "config.asgi:application"]
+        )
+
+    def _banner(self, host: str, port: int, *, seeded: bool) -> None:
+        base = f"http://{host}:{port}"
+        lines = [
+            "",
+            "Hospital contact center is starting",
+            f"  Agent inbox      {base}/inbox/",
+            f"  Patient phone    {base}/simulator/   (type as a patient; replies show up here)",
+            f"  API docs         {base}/api/v1/docs/",
+            f"  Audit log        {base}/audit/   (admin)",
+            f"  Mode             {'SQLite' if settings.EMBEDDED else 'PostgreSQL'}, tasks: {settings.TASK_RUNNER}",
+        ]
+        if seeded:
+            lines.append(f"  Demo logins (password '{DEMO_PASSWORD}'):")
+            lines.extend(f"    {login.username:<11} {login.role:<10} {login.display_name}" for login in LOGINS)
+        self.stdout.write("\n".join(lines) + "\n")
