@@ -226,3 +226,4 @@ LOGGING = {
 
 # The patient-phone simulator: on in the embedded demo, off unless asked for elsewhere.
 SIMULATOR_ENABLED = envbool("SIMULATOR_ENABLED", EMBEDDED)
+EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 7, minimum=1)

@@ -123,7 +123,7 @@ AGENT_REPLIES = [
 def seed_demo(*, patients: int = 200, rng_seed: int = 20261123) -> dict[str, int]:
     if Team.objects.exists():
         return {"skipped": 1}
-    rng = random.Random(rng_seed)  # noqa: S311 - demo data, not security
+    rng = random.Random(rng_seed)
     with transaction.atomic():
         teams = {code: Team.objects.create(code=code, name=name, name_zh=zh) for code, name, zh in DEPARTMENTS}
         staff = _staff(teams)
@@ -194,7 +194,7 @@ def _patients(rng: random.Random, teams: dict[str, Team], count: int) -> list[tu
         name = rng.choice(SURNAMES) + rng.choice(GIVEN)
         district, city = rng.choice(DISTRICTS)
         number = _mobile(rng, used_numbers)
-        identities = [(IdentityKind.PHONE, number), (IdentityKind.MRN, f"MRN{100000 + index}")]
+        identities: list[tuple[str, str]] = [(IdentityKind.PHONE, number), (IdentityKind.MRN, f"MRN{100000 + index}")]
         if rng.random() < 0.3:
             identities.append((IdentityKind.EMAIL, f"patient{index}@example.com"))
         birth = dt.date(rng.randint(1940, 2004), rng.randint(1, 12), rng.randint(1, 28))

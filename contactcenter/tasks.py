@@ -9,6 +9,7 @@ from celery import shared_task
 from contactcenter.actions.conversations import wake_snoozed_conversations
 from contactcenter.actions.delivery import abandon_delivery
 from contactcenter.actions.delivery import deliver_message as deliver_message_action
+from contactcenter.actions.housekeeping import prune_events
 
 
 @shared_task(bind=True, max_retries=6, acks_late=True)
@@ -26,4 +27,4 @@ def deliver_message(self: Any, *, message_id: int) -> str:
 @shared_task
 def dispatch_due_work() -> dict[str, int]:
     """The one periodic job; each app's due-row pickers hang off it."""
-    return {"snoozes_woken": wake_snoozed_conversations()}
+    return {"snoozes_woken": wake_snoozed_conversations(), "events_pruned": prune_events()}
