@@ -18,11 +18,23 @@ from contactcenter.models import Inbox, MessageStatus
 class AdapterError(Exception):
     """A send or parse failure. Permanent errors stop retries (a bad number); transient ones retry."""
 
-    def __init__(self, message: str, *, permanent: bool = False, code: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        code: str = "",
+        recipient_opted_out: bool = False,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.code = code
+        # The provider says the recipient opted out (Twilio 21610): record it in the consent registry.
+        self.recipient_opted_out = recipient_opted_out
+        # The provider may or may not have the message (a read timeout): never resend, await its callback.
+        self.ambiguous = ambiguous
 
 
 class SignatureError(Exception):

@@ -7,6 +7,7 @@ Celery workers + beat. Bad values raise ImproperlyConfigured at start-up, not at
 
 from __future__ import annotations
 
+import os
 import secrets
 import zoneinfo
 from pathlib import Path
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "contactcenter",
     "channels_adapters",
     "channels_adapters.simulator",
+    "channels_adapters.sms",
     "campaigns",
     "callbacks",
 ]
@@ -227,3 +229,29 @@ LOGGING = {
 # The patient-phone simulator: on in the embedded demo, off unless asked for elsewhere.
 SIMULATOR_ENABLED = envbool("SIMULATOR_ENABLED", EMBEDDED)
 EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 7, minimum=1)
+
+# SMS (Twilio). The auth token is never stored: each inbox names the environment variable holding it.
+# "simulator" keeps the real SDK but swaps its HTTP client for one that delivers to the patient-phone
+# page and posts signed status callbacks back to our own URLs; nothing leaves the machine.
+TWILIO_TRANSPORT = envchoice("TWILIO_TRANSPORT", "simulator" if EMBEDDED else "twilio", ("twilio", "simulator"))
+if TWILIO_TRANSPORT == "simulator":
+    # Nothing leaves the machine in simulator mode, so a fixed token is no secret; webhooks are still
+    # signed and verified with it, exactly as in production.
+    os.environ.setdefault("TWILIO_AUTH_TOKEN", "embedded-simulator-token")
+TWILIO_API_TIMEOUT_SECONDS = envint("TWILIO_API_TIMEOUT_SECONDS", 15, minimum=1)
+SMS_OPT_OUT_KEYWORDS = [
+    k.strip().upper()
+    for k in envstr(
+        "SMS_OPT_OUT_KEYWORDS", "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT,REVOKE,OPTOUT,退订,TD,T,R,N"
+    ).split(",")
+    if k.strip()
+]
+SMS_OPT_IN_KEYWORDS = [
+    k.strip().upper() for k in envstr("SMS_OPT_IN_KEYWORDS", "START,UNSTOP,YES").split(",") if k.strip()
+]
+SMS_HELP_KEYWORDS = [k.strip().upper() for k in envstr("SMS_HELP_KEYWORDS", "HELP,INFO,帮助").split(",") if k.strip()]
+SMS_HELP_TEXT = envstr(
+    "SMS_HELP_TEXT",
+    "Hospital patient service: call 020-12345678 (08:00-17:30). Reply STOP to opt out of marketing. "
+    "医院客服电话 020-12345678，拒收营销短信请回复R。",
+)

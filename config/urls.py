@@ -8,6 +8,8 @@ urlpatterns = [
     path("", include("contactcenter.urls")),
     path("api/v1/", include("contactcenter.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("webhooks/twilio/sms/", include("channels_adapters.sms.urls")),
+    path("settings/inboxes/sms/", include("channels_adapters.sms.settings_urls")),
     path("django-admin/", admin.site.urls),
 ]
 if settings.SIMULATOR_ENABLED:

@@ -22,7 +22,6 @@ from contactcenter.models import (
     AgentProfile,
     Availability,
     CannedResponse,
-    ChannelType,
     Gender,
     IdentityKind,
     Inbox,
@@ -151,15 +150,40 @@ def _staff(teams: dict[str, Team]) -> dict[str, User]:
     return users
 
 
+DEMO_ACCOUNT_SID = "AC" + "de30" * 8
+DEMO_SERVICE_NUMBER = "+862012345678"
+DEMO_CARDIOLOGY_SERVICE = "MG" + "ca7d" * 8
+
+
 def _inboxes(teams: dict[str, Team]) -> dict[str, Inbox]:
-    return {
-        "service": Inbox.objects.create(
-            name="Hospital SMS 医院短信 (simulator)", channel_type=ChannelType.SIMULATOR, team=teams["service"]
+    """Twilio SMS inboxes; in the embedded mode the SDK talks to the simulator, never to Twilio."""
+    from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
+
+    service = save_sms_inbox(
+        inbox=None,
+        settings=SmsInboxSettings(
+            name="Hospital SMS 医院短信",
+            team=teams["service"],
+            account_sid=DEMO_ACCOUNT_SID,
+            auth_token_env="TWILIO_AUTH_TOKEN",
+            phone_numbers=[DEMO_SERVICE_NUMBER],
+            messaging_service_sid="",
+            auto_assign=True,
         ),
-        "cardiology": Inbox.objects.create(
-            name="Cardiology line 心内科 (simulator)", channel_type=ChannelType.SIMULATOR, team=teams["cardiology"]
+    )
+    cardiology = save_sms_inbox(
+        inbox=None,
+        settings=SmsInboxSettings(
+            name="Cardiology line 心内科",
+            team=teams["cardiology"],
+            account_sid=DEMO_ACCOUNT_SID,
+            auth_token_env="TWILIO_AUTH_TOKEN",
+            phone_numbers=["+862012345679"],
+            messaging_service_sid=DEMO_CARDIOLOGY_SERVICE,
+            auto_assign=True,
         ),
-    }
+    )
+    return {"service": service, "cardiology": cardiology}
 
 
 def _reference_data(teams: dict[str, Team]) -> None:

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from contactcenter import views
+from contactcenter import settings_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="inbox", permanent=False)),
@@ -12,5 +12,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("inbox/", views.inbox, name="inbox"),
     path("audit/", views.audit_log, name="audit-log"),
+    path("settings/inboxes/", settings_views.inbox_list, name="inbox-settings"),
     path("healthz", views.healthz, name="healthz"),
 ]

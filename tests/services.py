@@ -212,6 +212,11 @@ def pytest_load_initial_conftests(early_config: Any, parser: Any, args: list[str
     os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
     os.environ.setdefault("TASK_RUNNER", "immediate")
     os.environ.setdefault("SIMULATOR_ENABLED", "true")
+    # Never the real Twilio: tests swap the SDK's HTTP client for a recording fake, and anything that
+    # forgets to lands in the in-platform simulator instead of on the internet.
+    os.environ.setdefault("TWILIO_TRANSPORT", "simulator")
+    # Django's test client calls itself "testserver"; signed webhook URLs then match what tests post.
+    os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="hospital-data-"))
 
 

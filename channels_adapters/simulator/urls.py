@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.phone, name="simulator"),
     path("send/", views.patient_sends, name="simulator-send"),
     path("threads/", views.threads, name="simulator-threads"),
+    path("phones/", views.phones, name="simulator-phones"),
 ]

@@ -1,9 +1,20 @@
-"""The patient's phone for the demo: type as a patient, see what the hospital sent back."""
+"""The patient's phone for the demo: type as a patient, see what the hospital sent back.
+
+For SMS inboxes (Twilio in simulator mode) a message typed here is posted as a correctly signed
+Twilio webhook to the platform's own inbound URL, so the demo runs the production path end to end.
+"""
 
 from __future__ import annotations
 
+import secrets
+from urllib.error import HTTPError, URLError
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from channels_adapters.base import AdapterError
@@ -11,11 +22,14 @@ from channels_adapters.simulator.adapter import SimulatorAdapter
 from channels_adapters.simulator.models import SimulatedDelivery
 from contactcenter.actions.inbound import receive_inbound
 from contactcenter.identities import normalize_phone
-from contactcenter.models import Inbox, Message, MessageDirection, PatientIdentity
+from contactcenter.models import ChannelType, Inbox, Message, MessageDirection, PatientIdentity
+
+PHONE_CHANNELS = (ChannelType.SIMULATOR, ChannelType.SMS)
 
 
 def _inboxes() -> list[Inbox]:
-    return list(Inbox.objects.filter(channel_type=SimulatorAdapter.channel_type, is_active=True))
+    channels = PHONE_CHANNELS if settings.TWILIO_TRANSPORT == "simulator" else (ChannelType.SIMULATOR,)
+    return list(Inbox.objects.filter(channel_type__in=channels, is_active=True).order_by("name"))
 
 
 @require_GET
@@ -25,9 +39,11 @@ def phone(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def patient_sends(request: HttpRequest) -> JsonResponse:
-    inbox = Inbox.objects.filter(pk=request.POST.get("inbox") or 0, channel_type=SimulatorAdapter.channel_type).first()
+    inbox = next((i for i in _inboxes() if str(i.pk) == request.POST.get("inbox")), None)
     if inbox is None:
-        return JsonResponse({"error": "Choose a simulator inbox."}, status=400)
+        return JsonResponse({"error": "Choose an inbox."}, status=400)
+    if inbox.channel_type == ChannelType.SMS:
+        return _post_as_twilio(request, inbox)
     try:
         record = SimulatorAdapter().parse(inbox, request.POST.dict())
     except AdapterError as exc:
@@ -36,26 +52,72 @@ def patient_sends(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"message_id": result.message.pk, "conversation_id": result.conversation.pk})
 
 
+def _post_as_twilio(request: HttpRequest, inbox: Inbox) -> JsonResponse:
+    from channels_adapters.sms.adapter import auth_token_for, signed_url
+    from channels_adapters.sms.models import SenderKind
+    from channels_adapters.sms.transport import sign_and_post
+
+    try:
+        sender = normalize_phone(request.POST.get("from", ""))
+    except ValidationError as exc:
+        return JsonResponse({"error": exc.messages[0]}, status=400)
+    body = request.POST.get("body", "").strip()
+    if not body:
+        return JsonResponse({"error": "Type a message first."}, status=400)
+    owned = {s.kind: s.value for s in inbox.twilio_senders.all()}
+    sid = "SM" + secrets.token_hex(16)
+    params = {
+        "ToCountry": "CN",
+        "SmsMessageSid": sid,
+        "NumMedia": "0",
+        "SmsSid": sid,
+        "SmsStatus": "received",
+        "Body": body,
+        "FromCountry": "CN",
+        "NumSegments": "1",
+        "MessageSid": sid,
+        "AccountSid": str(inbox.config.get("account_sid", "")),
+        "From": sender,
+        "ApiVersion": "2010-04-01",
+        "To": owned.get(SenderKind.NUMBER, ""),
+    }
+    if SenderKind.MESSAGING_SERVICE in owned:
+        params["MessagingServiceSid"] = owned[SenderKind.MESSAGING_SERVICE]
+    try:
+        status = sign_and_post(signed_url(reverse("twilio-sms-inbound")), params, auth_token_for(inbox))
+    except AdapterError as exc:
+        return JsonResponse({"error": exc.message}, status=400)
+    except HTTPError as exc:
+        return JsonResponse({"error": f"The platform answered {exc.code}."}, status=502)
+    except URLError:
+        return JsonResponse({"error": "PUBLIC_BASE_URL does not reach this server."}, status=502)
+    return JsonResponse({"message_sid": sid, "webhook_status": status})
+
+
 @require_GET
 def threads(request: HttpRequest) -> JsonResponse:
     """Both sides of one phone's thread with the hospital, oldest first."""
     try:
         number = normalize_phone(request.GET.get("phone", ""))
-    except Exception as exc:  # ValidationError: tell the simulator user plainly
-        return JsonResponse({"error": str(getattr(exc, "messages", [exc])[0])}, status=400)
+    except ValidationError as exc:
+        return JsonResponse({"error": exc.messages[0]}, status=400)
     patient_ids = PatientIdentity.objects.filter(kind="phone", value=number).values_list("patient_id", flat=True)
     inbound = Message.objects.filter(
-        conversation__patient_id__in=patient_ids,
+        conversation__patient_id__in=list(patient_ids),
         direction=MessageDirection.INBOUND,
-        inbox__channel_type=SimulatorAdapter.channel_type,
-    ).values("body", "created_at")
-    outbound = SimulatedDelivery.objects.filter(to=number).values("body", "created_at", "provider_message_id")
+        inbox__channel_type__in=PHONE_CHANNELS,
+    ).values("body", "created_at", "inbox__name")
+    outbound = list(SimulatedDelivery.objects.filter(to=number).values("body", "created_at", "provider_message_id"))
     statuses = dict(
         Message.objects.filter(provider_message_id__in=[o["provider_message_id"] for o in outbound]).values_list(
             "provider_message_id", "status"
         )
     )
-    rows = [{"from": "patient", "body": m["body"], "at": m["created_at"].isoformat()} for m in inbound] + [
+    rows = [
+        {"from": "patient", "body": m["body"], "at": m["created_at"].isoformat(), "inbox": m["inbox__name"]}
+        for m in inbound
+    ]
+    rows += [
         {
             "from": "hospital",
             "body": o["body"],
@@ -66,3 +128,10 @@ def threads(request: HttpRequest) -> JsonResponse:
     ]
     rows.sort(key=lambda r: r["at"])
     return JsonResponse({"phone": number, "messages": rows})
+
+
+@require_GET
+def phones(request: HttpRequest) -> JsonResponse:
+    """The simulated phones with any traffic, most recent first: the phone page's thread list."""
+    recent = SimulatedDelivery.objects.values("to").annotate(last=Max("created_at")).order_by("-last")[:30]
+    return JsonResponse({"phones": [{"phone": r["to"], "last_at": r["last"].isoformat()} for r in recent]})

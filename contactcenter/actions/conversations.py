@@ -209,10 +209,18 @@ def set_priority(*, conversation: Conversation, priority: int, actor: User | Non
 @transaction.atomic
 def transfer_to_team(*, conversation: Conversation, team: Team, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
+    previous_team, previous_assignee = conversation.team_id, conversation.assignee_id
     conversation.team = team
     conversation.assignee = None
     conversation.save(update_fields=["team", "assignee"])
     publish_conversation_update(conversation, ["team", "assignee"])
+    left_team = previous_team if previous_team != team.pk else None
+    if left_team is not None or previous_assignee is not None:
+        # The old team and assignee may not see the inbox; tell them it left their lists.
+        events.record(
+            events.ConversationUpdated(conversation=conversation_data(conversation), changed=["team", "assignee"]),
+            events.Audience(team_id=left_team, user_id=previous_assignee, conversation_id=conversation.pk),
+        )
     return conversation
 
 

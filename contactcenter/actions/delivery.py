@@ -92,11 +92,32 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
             message = Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
             if exc.permanent:
                 _fail(message, exc)
+                if exc.recipient_opted_out:
+                    _record_provider_opt_out(message)
                 return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
+            if exc.ambiguous:
+                # The provider may hold the message: stay "sending" and let its callback settle it.
+                Message.objects.filter(pk=message_id).update(error_message=exc.message[:500])
+                return DeliveryOutcome(message_id, MessageStatus.SENDING, error=exc.message)
             # Back to queued so the retry is allowed to send; nothing reached the provider.
             Message.objects.filter(pk=message_id).update(status=MessageStatus.QUEUED, error_message=exc.message[:500])
         return DeliveryOutcome(message_id, MessageStatus.QUEUED, retry=True, error=exc.message)
     return DeliveryOutcome(message_id, result.status)
+
+
+def _record_provider_opt_out(message: Message) -> None:
+    from contactcenter.actions.consent import record_consent
+    from contactcenter.models import ConsentPurpose, ConsentSource, ConsentStatus
+
+    record_consent(
+        patient=message.conversation.patient,
+        purpose=ConsentPurpose.MARKETING,
+        status=ConsentStatus.OPTED_OUT,
+        source=ConsentSource.PROVIDER,
+        channel=message.inbox.channel_type,
+        keyword=message.error_code,
+        message=message,
+    )
 
 
 def _fail(message: Message, exc: AdapterError) -> None:
@@ -137,14 +158,28 @@ def _move(message: Message, status: str) -> bool:
 
 
 @transaction.atomic
-def update_message_status(*, inbox_id: int, update: StatusUpdate) -> bool:
-    """A provider's status callback. Late, duplicate or out-of-order callbacks change nothing."""
+def update_message_status(*, inbox_id: int, update: StatusUpdate, message_id: int | None = None) -> bool:
+    """A provider's status callback. Late, duplicate or out-of-order callbacks change nothing.
+
+    `message_id` (our id, carried on the callback URL) settles a send whose API answer was lost: the
+    message has no provider id yet, so the callback's id is attached before the status moves.
+    """
     message = (
         Message.objects.select_for_update()
         .select_related("conversation")
         .filter(inbox_id=inbox_id, provider_message_id=update.provider_message_id)
         .first()
     )
+    if message is None and message_id is not None:
+        message = (
+            Message.objects.select_for_update()
+            .select_related("conversation")
+            .filter(pk=message_id, inbox_id=inbox_id, provider_message_id__isnull=True)
+            .first()
+        )
+        if message is not None:
+            message.provider_message_id = update.provider_message_id
+            message.save(update_fields=["provider_message_id"])
     if message is None:
         logger.info("status for unknown provider message on inbox %s ignored", inbox_id)
         return False

@@ -6,13 +6,16 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from channels_adapters.base import InboundMessage
 from contactcenter import events
+from contactcenter.actions.consent import HELP, apply_inbound_keywords
 from contactcenter.actions.conversations import assign_round_robin, audience_of
+from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import resolve_patient
 from contactcenter.api.shapes import conversation_data, message_data
 from contactcenter.models import (
@@ -57,7 +60,10 @@ def receive_inbound(record: InboundMessage) -> InboundResult:
             existing = _stored(record)
             if existing is not None:
                 return existing
-        raise
+    # Lost the race to open (or reopen) this patient's live conversation in the inbox; the winner's
+    # row is committed now, so one more attempt appends to it.
+    with transaction.atomic():
+        return _receive(record)
 
 
 def _stored(record: InboundMessage) -> InboundResult | None:
@@ -96,6 +102,7 @@ def _receive(record: InboundMessage) -> InboundResult:
         created_at=received_at,
         status_changed_at=received_at,
     )
+    keyword = apply_inbound_keywords(message=message, patient=patient, channel=inbox.channel_type)
     Conversation.objects.filter(pk=conversation.pk).update(
         unread_count=F("unread_count") + 1,
         last_message_at=received_at,
@@ -118,6 +125,11 @@ def _receive(record: InboundMessage) -> InboundResult:
             audience,
         )
     events.record(events.MessageAdded(message=message_data(message)), audience)
+    if keyword == HELP:
+        # Carriers expect HELP to be answered; it is a service message, sent whatever the consent.
+        send_outbound(
+            conversation=conversation, body=settings.SMS_HELP_TEXT, author=None, sender_kind=SenderKind.SYSTEM
+        )
     logger.info(
         "inbound message %s inbox %s conversation %s patient %s", message.pk, inbox.pk, conversation.pk, patient.pk
     )

@@ -11,9 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from contactcenter import events
+from contactcenter.actions.consent import check_may_send
 from contactcenter.actions.conversations import audience_of
 from contactcenter.api.shapes import conversation_data, message_data
 from contactcenter.models import (
+    ConsentPurpose,
     Conversation,
     ConversationStatus,
     Message,
@@ -36,14 +38,19 @@ def send_outbound(
     author: User | None,
     sender_kind: str = SenderKind.AGENT,
     attachments: list[dict[str, Any]] | None = None,
+    purpose: str = ConsentPurpose.SERVICE,
 ) -> Message:
-    """Write the message as queued, publish it, and deliver it after commit."""
+    """Write the message as queued, publish it, and deliver it after commit.
+
+    Marketing to a patient who opted out is refused here, for every caller and channel.
+    """
     body = body.strip()
     if not body and not attachments:
         raise ValidationError({"body": ["A message cannot be empty."]})
     if len(body) > MAX_BODY_CHARS:
         raise ValidationError({"body": [f"A message can be at most {MAX_BODY_CHARS} characters."]})
     conversation = Conversation.objects.select_for_update().select_related("inbox", "patient").get(pk=conversation.pk)
+    check_may_send(patient=conversation.patient, purpose=purpose)
     now = timezone.now()
     message = Message.objects.create(
         conversation=conversation,

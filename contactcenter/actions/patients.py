@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from contactcenter import events
 from contactcenter.actions.audit import record_audit
+from contactcenter.actions.conversations import publish_conversation_update
 from contactcenter.identities import normalize_identity
 from contactcenter.models import (
     AuditAction,
@@ -199,6 +200,9 @@ def merge_patients(*, keep: Patient, drop: Patient, actor: User | None, via: str
         if not getattr(keep, field_name) and getattr(drop, field_name):
             setattr(keep, field_name, getattr(drop, field_name))
     keep.save()
+    for conversation in Conversation.objects.filter(pk__in=conversation_ids).select_related("inbox", "patient"):
+        changed = ["patient", "status"] if conversation.pk in clashing_ids else ["patient"]
+        publish_conversation_update(conversation, changed)
     drop.merged_into = keep
     drop.save(update_fields=["merged_into", "updated_at"])
     record_audit(

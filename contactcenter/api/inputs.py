@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import serializers
 
 from contactcenter.identities import normalize_identity
 from contactcenter.models import ConversationStatus, Gender, IdentityKind, Priority, VipTier
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class IdentityInput(serializers.Serializer[Any]):
@@ -34,6 +46,17 @@ class PatientFieldsInput(serializers.Serializer[Any]):
     time_zone = serializers.CharField(max_length=60, required=False)
     vip_tier = serializers.ChoiceField(choices=VipTier.choices, required=False)
     custom_attributes = serializers.DictField(required=False)
+
+    def validate_birth_date(self, value: dt.date | None) -> dt.date | None:
+        if value is not None and value > timezone.localdate():
+            raise serializers.ValidationError("A birth date cannot be in the future.")
+        return value
+
+    def validate_custom_attributes(self, value: dict[str, Any]) -> dict[str, Any]:
+        # PostgreSQL's jsonb cannot store U+0000; refuse it here instead of failing at save with a 500.
+        if _has_nul(value):
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return value
 
     def validate_time_zone(self, value: str) -> str:
         import zoneinfo

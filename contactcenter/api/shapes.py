@@ -93,6 +93,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
             "body",
             "attachments",
             "status",
+            "flags",
             "provider_message_id",
             "error_code",
             "error_message",

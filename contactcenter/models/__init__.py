@@ -1,4 +1,5 @@
 from contactcenter.models.audit import AuditAction, AuditLogEntry
+from contactcenter.models.consent import Consent, ConsentChange, ConsentPurpose, ConsentSource, ConsentStatus
 from contactcenter.models.conversations import (
     CannedResponse,
     ChannelType,
@@ -33,6 +34,11 @@ __all__ = [
     "Availability",
     "CannedResponse",
     "ChannelType",
+    "Consent",
+    "ConsentChange",
+    "ConsentPurpose",
+    "ConsentSource",
+    "ConsentStatus",
     "Conversation",
     "ConversationStatus",
     "Event",

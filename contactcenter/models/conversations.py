@@ -151,6 +151,8 @@ class Message(models.Model):
     provider_message_id = models.CharField(max_length=120, null=True, blank=True)
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
+    # Hints for the agent, e.g. "likely_opt_out" for "please stop texting me".
+    flags = models.JSONField(default=list, blank=True)
     # Everything the provider sent us, kept verbatim for support and audits.
     provider_payload = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
