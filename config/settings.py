@@ -140,7 +140,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            # redis-py's default 5 s read timeout would drop the layer's idle blocking reads (an agent socket
+            # with nothing to receive), so reads wait as long as the layer asks them to.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "capacity": 1500, "expiry": 30},
         }
     }
 else:

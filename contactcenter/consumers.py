@@ -80,17 +80,24 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             return
         await handler(content)
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if not text_data:
+            # Binary or empty frames: the base class raises, which would kill the socket.
+            await self._error("bad_frame", "Frames are JSON objects with an op.")
+            return
+        await super().receive(text_data=text_data, **kwargs)
+
     async def decode_json(self, text_data: str) -> Any:
         try:
             return await super().decode_json(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     async def _op_resync(self, content: dict[str, Any]) -> None:
         last = content.get("last_event_id")
         if last is None:
             self.cursor = await self._max_event_id()
-        elif isinstance(last, int) and last >= 0:
+        elif isinstance(last, int) and not isinstance(last, bool) and last >= 0:
             self.cursor = last
         else:
             await self._error("bad_cursor", "last_event_id must be a non-negative integer or null.")
@@ -105,7 +112,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             self.watched = None
         if conversation_id is None:
             return
-        if not isinstance(conversation_id, int) or not await self._may_see_conversation(conversation_id):
+        # bool is an int subclass: `true` must not watch conversation 1.
+        valid = isinstance(conversation_id, int) and not isinstance(conversation_id, bool)
+        if not valid or not await self._may_see_conversation(conversation_id):
             await self._error("forbidden", "You cannot watch this conversation.")
             return
         self.watched = conversation_id

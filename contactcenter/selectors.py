@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from contactcenter import access
 from contactcenter.access import StaffUser
-from contactcenter.models import CannedResponse, Conversation, ConversationStatus, Event, Patient
+from contactcenter.models import (
+    CannedResponse,
+    ConsentPurpose,
+    ConsentStatus,
+    Conversation,
+    ConversationStatus,
+    Event,
+    Message,
+    Patient,
+)
 
 
 def conversation_list_for(
@@ -44,6 +54,66 @@ def conversation_for(*, user: StaffUser, conversation_id: int) -> Conversation |
         .filter(pk=conversation_id)
         .first()
     )
+
+
+def message_page_for(*, conversation: Conversation, limit: int = 50, before_id: int | None = None) -> list[Message]:
+    """The latest `limit` messages of a conversation (found with conversation_for), oldest first.
+
+    To page back, pass the oldest id already shown as before_id. Reading newest-first with a LIMIT
+    walks the end of the (conversation, created_at) index, so a thread with thousands of messages
+    costs what a short one does; the whole thread is never loaded.
+    """
+    qs = conversation.messages.select_related("author__agent_profile")
+    if before_id is not None:
+        anchor = (
+            Message.objects.filter(pk=before_id, conversation_id=conversation.pk)
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        if anchor is None:
+            return []
+        # The redundant `created_at <= anchor` bounds the index range; the OR alone would be a filter
+        # applied to every newer message the backward scan passes first.
+        qs = qs.filter(created_at__lte=anchor).filter(Q(created_at__lt=anchor) | Q(id__lt=before_id))
+    page = list(qs.order_by("-created_at", "-id")[:limit])
+    page.reverse()
+    return page
+
+
+@dataclass(frozen=True)
+class UnreadCounts:
+    """Conversations with unread patient messages, as the inbox's badges show them.
+
+    by_inbox maps inbox id to its count; an inbox the user may see but that is absent has none.
+    """
+
+    mine: int
+    unassigned: int
+    total: int
+    by_inbox: dict[int, int]
+
+
+def unread_counts_for(*, user: StaffUser, status: str = ConversationStatus.OPEN) -> UnreadCounts:
+    """Counts over the same conversations conversation_list_for would list for `status`, in one query."""
+    qs = access.conversations_visible_to(user).filter(unread_count__gt=0)
+    if status != "any":
+        qs = qs.filter(status=status)
+    rows = (
+        qs.order_by()
+        .values("inbox_id")
+        .annotate(
+            total=Count("id"),
+            mine=Count("id", filter=Q(assignee_id=user.pk)),
+            unassigned=Count("id", filter=Q(assignee__isnull=True)),
+        )
+    )
+    by_inbox: dict[int, int] = {}
+    mine = unassigned = 0
+    for row in rows:
+        by_inbox[row["inbox_id"]] = row["total"]
+        mine += row["mine"]
+        unassigned += row["unassigned"]
+    return UnreadCounts(mine=mine, unassigned=unassigned, total=sum(by_inbox.values()), by_inbox=by_inbox)
 
 
 def patient_search(*, user: StaffUser, query: str = "") -> QuerySet[Patient]:
@@ -90,6 +160,28 @@ def patient_360(*, user: StaffUser, patient: Patient) -> dict[str, Any]:
         "identities": IdentitySerializer(patient.identities.all(), many=True).data,
         "visits": VisitSerializer(patient.visits.select_related("department")[:50], many=True).data,
         "conversations": ConversationSerializer(conversations[:50], many=True).data,
+        "consent": consent_summary(patient=patient),
+    }
+
+
+def consent_summary(*, patient: Patient) -> dict[str, Any]:
+    current = dict(patient.consents.values_list("purpose", "status"))
+    history = patient.consent_changes.select_related("actor")[:10]
+    return {
+        "marketing": current.get(ConsentPurpose.MARKETING, ConsentStatus.OPTED_IN),
+        "service": current.get(ConsentPurpose.SERVICE, ConsentStatus.OPTED_IN),
+        "history": [
+            {
+                "purpose": c.purpose,
+                "status": c.status,
+                "source": c.source,
+                "channel": c.channel,
+                "keyword": c.keyword,
+                "by": c.actor.get_username() if c.actor else "",
+                "at": c.at.isoformat(),
+            }
+            for c in history
+        ],
     }
 
 

@@ -6,8 +6,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 
 from contactcenter import access
 from contactcenter.models import AuditAction, AuditLogEntry
@@ -28,6 +29,9 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     actor = request.GET.get("actor", "").strip()
     patient = request.GET.get("patient", "").strip()
     action = request.GET.get("action", "").strip()
+    if "\x00" in actor:
+        # PostgreSQL cannot compare text holding NUL; no username can contain one anyway.
+        return HttpResponseBadRequest(_("The actor filter contains a character no username has."))
     if actor:
         entries = entries.filter(actor__username=actor)
     if patient.isdigit():

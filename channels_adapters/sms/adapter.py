@@ -40,6 +40,23 @@ PERMANENT_ERRORS = {
     30007: "The carrier filtered the message.",
 }
 OPTED_OUT_ERROR = 21610
+# Codes that only ever arrive on status callbacks, which carry the code but rarely the text.
+CALLBACK_ERRORS = {
+    30001: "Twilio's queue for this sender overflowed.",
+    30002: "The Twilio account is suspended.",
+    30008: "The carrier reported an unknown error.",
+    30032: "The toll-free number is not verified.",
+    30034: "The sender is not registered for this route (A2P 10DLC).",
+}
+
+
+def describe_error(code: str) -> str:
+    """Readable text for an error code a status callback sent without its message."""
+    if not code.isdigit():
+        return ""
+    number = int(code)
+    return PERMANENT_ERRORS.get(number) or CALLBACK_ERRORS.get(number) or f"Twilio error {number}."
+
 
 # Twilio's status words onto ours. Twilio's own "queued"/"accepted" mean it has the message and has
 # not handed it to a carrier yet, which for us is still "sending".

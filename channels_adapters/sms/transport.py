@@ -24,7 +24,11 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 
+from channels_adapters.simulator.adapter import UNDELIVERABLE_MARKER
+
 logger = logging.getLogger(__name__)
+
+UNREACHABLE_HANDSET = 30003
 
 
 def http_client() -> HttpClient:
@@ -101,11 +105,16 @@ class SimulatedTwilioHttpClient(HttpClient):
 
 
 def _report_later(callback: str, sid: str, account_sid: str, to: str, data: dict[str, object], token: str) -> None:
+    # "#fail" in the text plays a carrier that cannot reach the handset, so the demo shows an
+    # undelivered message with Twilio's error code end to end.
+    undeliverable = UNDELIVERABLE_MARKER in str(data.get("Body", ""))
+    final = "undelivered" if undeliverable else "delivered"
+
     def run() -> None:
         started = time.monotonic()
         for status, after in (
             ("sent", SimulatedTwilioHttpClient.SENT_AFTER),
-            ("delivered", SimulatedTwilioHttpClient.DELIVERED_AFTER),
+            (final, SimulatedTwilioHttpClient.DELIVERED_AFTER),
         ):
             time.sleep(max(0.0, after - (time.monotonic() - started)))
             params = {
@@ -117,6 +126,8 @@ def _report_later(callback: str, sid: str, account_sid: str, to: str, data: dict
                 "To": to,
                 "ApiVersion": "2010-04-01",
             }
+            if status == "undelivered":
+                params["ErrorCode"] = str(UNREACHABLE_HANDSET)
             if data.get("From"):
                 params["From"] = str(data["From"])
             if data.get("MessagingServiceSid"):

@@ -13,7 +13,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from channels_adapters.base import AdapterError, SignatureError, StatusUpdate
-from channels_adapters.sms.adapter import TwilioSmsAdapter, inbox_for_webhook, signed_url, verify_signature
+from channels_adapters.sms.adapter import (
+    TwilioSmsAdapter,
+    describe_error,
+    inbox_for_webhook,
+    signed_url,
+    verify_signature,
+)
 from contactcenter.actions.delivery import update_message_status
 from contactcenter.actions.inbound import receive_inbound
 from contactcenter.models import Inbox, Message
@@ -74,13 +80,14 @@ def status_callback(request: HttpRequest) -> HttpResponse:
         logger.warning("SMS status callback for inbox %s refused: %s", inbox.pk, exc)
         return _forbidden("Invalid signature.")
     status = str(params.get("MessageStatus") or params.get("SmsStatus") or "")
+    error_code = str(params.get("ErrorCode") or "")
     update_message_status(
         inbox_id=inbox.pk,
         update=StatusUpdate(
             provider_message_id=sid,
             status=TwilioSmsAdapter().map_status(status),
-            error_code=str(params.get("ErrorCode") or ""),
-            error_message=str(params.get("ErrorMessage") or ""),
+            error_code=error_code,
+            error_message=str(params.get("ErrorMessage") or "") or describe_error(error_code),
         ),
         message_id=message.pk,
     )

@@ -31,9 +31,9 @@ from contactcenter.models import (
 OPT_OUT, OPT_IN, HELP = "opt_out", "opt_in", "help"
 LIKELY_OPT_OUT_FLAG = "likely_opt_out"
 
-_TRIM = " \t\r\n.!。！,，;；\"'“”"
+_TRIM = " \t\r\n\u3000\u00a0.!。！,，;；\"'“”"
 _LIKELY_OPT_OUT = re.compile(
-    r"(^\s*stop\b|stop\s+(texting|messaging|sending|contacting)|don'?t\s+(text|message|contact)|do\s+not\s+(text|message|contact)"
+    r"(^\s*stop\b(?!\s+by\b)|stop\s+(texting|messaging|sending|contacting)|don'?t\s+(text|message|contact)|do\s+not\s+(text|message|contact)"
     r"|unsubscribe|opt\s*-?\s*out|remove\s+me|no\s+more\s+(texts|messages|sms)"
     r"|不要再?发|别再?发|不要.{0,4}短信|取消订阅|拒收|别.{0,3}联系我|不要.{0,3}联系我)",
     re.IGNORECASE,

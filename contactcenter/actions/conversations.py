@@ -46,7 +46,9 @@ def publish_conversation_update(conversation: Conversation, changed: list[str]) 
 
 
 def _locked(conversation: Conversation) -> Conversation:
-    return Conversation.objects.select_for_update().select_related("inbox", "patient").get(pk=conversation.pk)
+    return (
+        Conversation.objects.select_for_update(of=("self",)).select_related("inbox", "patient").get(pk=conversation.pk)
+    )
 
 
 @transaction.atomic
@@ -174,7 +176,7 @@ def wake_snoozed_conversations(*, now: dt.datetime | None = None, limit: int = 2
     woken = 0
     with transaction.atomic():
         due = (
-            Conversation.objects.select_for_update(skip_locked=True)
+            Conversation.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=ConversationStatus.SNOOZED, snoozed_until__lte=now)
             .select_related("inbox", "patient")
             .order_by("snoozed_until")[:limit]

@@ -26,6 +26,7 @@ STATUS_RANK: dict[str, int] = {
     MessageStatus.FAILED: 3,
     MessageStatus.READ: 4,
 }
+SUCCESS = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ})
 TIMESTAMP_FIELD: dict[str, str] = {
     MessageStatus.SENT: "sent_at",
     MessageStatus.DELIVERED: "delivered_at",
@@ -49,7 +50,9 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
     """
     with transaction.atomic():
         message = (
-            Message.objects.select_for_update().select_related("conversation__patient", "inbox").get(pk=message_id)
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation__patient", "inbox")
+            .get(pk=message_id)
         )
         if message.status != MessageStatus.QUEUED or message.provider_message_id:
             return DeliveryOutcome(message_id, message.status)
@@ -83,13 +86,13 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
     try:
         with transaction.atomic():
             result = adapter.send(outbound)
-            message = Message.objects.select_for_update().get(pk=message_id)
+            message = Message.objects.select_for_update(of=("self",)).get(pk=message_id)
             message.provider_message_id = result.provider_message_id
             message.save(update_fields=["provider_message_id"])
             _move(message, result.status)
     except AdapterError as exc:
         with transaction.atomic():
-            message = Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
+            message = Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=message_id)
             if exc.permanent:
                 _fail(message, exc)
                 if exc.recipient_opted_out:
@@ -99,8 +102,19 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
                 # The provider may hold the message: stay "sending" and let its callback settle it.
                 Message.objects.filter(pk=message_id).update(error_message=exc.message[:500])
                 return DeliveryOutcome(message_id, MessageStatus.SENDING, error=exc.message)
-            # Back to queued so the retry is allowed to send; nothing reached the provider.
+            # Back to queued so the retry is allowed to send; nothing reached the provider. The agent
+            # sees the reason while the retry waits.
             Message.objects.filter(pk=message_id).update(status=MessageStatus.QUEUED, error_message=exc.message[:500])
+            events.record(
+                events.MessageStatusChanged(
+                    conversation_id=message.conversation_id,
+                    message_id=message_id,
+                    status=MessageStatus.QUEUED,
+                    error_code="",
+                    error_message=exc.message[:500],
+                ),
+                audience_of(message.conversation),
+            )
         return DeliveryOutcome(message_id, MessageStatus.QUEUED, retry=True, error=exc.message)
     return DeliveryOutcome(message_id, result.status)
 
@@ -138,6 +152,10 @@ def _move(message: Message, status: str) -> bool:
     message.status = status
     message.status_changed_at = now
     fields = ["status", "status_changed_at"]
+    if status in SUCCESS and message.error_message and not message.error_code:
+        # A transient error's text from an earlier attempt no longer describes this message.
+        message.error_message = ""
+        fields.append("error_message")
     stamp = TIMESTAMP_FIELD.get(status)
     if stamp and getattr(message, stamp) is None:
         setattr(message, stamp, now)
@@ -165,14 +183,14 @@ def update_message_status(*, inbox_id: int, update: StatusUpdate, message_id: in
     message has no provider id yet, so the callback's id is attached before the status moves.
     """
     message = (
-        Message.objects.select_for_update()
+        Message.objects.select_for_update(of=("self",))
         .select_related("conversation")
         .filter(inbox_id=inbox_id, provider_message_id=update.provider_message_id)
         .first()
     )
     if message is None and message_id is not None:
         message = (
-            Message.objects.select_for_update()
+            Message.objects.select_for_update(of=("self",))
             .select_related("conversation")
             .filter(pk=message_id, inbox_id=inbox_id, provider_message_id__isnull=True)
             .first()
@@ -195,6 +213,6 @@ def update_message_status(*, inbox_id: int, update: StatusUpdate, message_id: in
 @transaction.atomic
 def abandon_delivery(*, message_id: int, reason: str) -> None:
     """Transient errors that never cleared: fail the message so the agent sees it and can resend."""
-    message = Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
+    message = Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=message_id)
     if message.status == MessageStatus.QUEUED:
         _fail(message, AdapterError(f"gave up after repeated transient errors: {reason}", code="retries_exhausted"))

@@ -10,10 +10,15 @@ from django.db import IntegrityError, transaction
 
 from contactcenter import events
 from contactcenter.actions.audit import record_audit
+from contactcenter.actions.consent import record_consent
 from contactcenter.actions.conversations import publish_conversation_update
 from contactcenter.identities import normalize_identity
 from contactcenter.models import (
     AuditAction,
+    Consent,
+    ConsentChange,
+    ConsentSource,
+    ConsentStatus,
     Conversation,
     ConversationStatus,
     Patient,
@@ -171,6 +176,24 @@ def set_patient_tags(*, patient: Patient, tags: list[str]) -> None:
 
 
 @transaction.atomic
+def _merge_consent(*, keep: Patient, drop: Patient, actor: User | None) -> dict[str, str]:
+    """Carry consent over; for each purpose an opt-out on either record wins.
+
+    A merge may be a mistake that is later undone by hand, and a STOP the patient sent must never be
+    lost to it: the stricter status is the one kept. The patient can always opt back in.
+    """
+    dropped = {c.purpose: c.status for c in Consent.objects.filter(patient=drop)}
+    kept = {c.purpose: c.status for c in Consent.objects.filter(patient=keep)}
+    ConsentChange.objects.filter(patient=drop).update(patient=keep)
+    outcome: dict[str, str] = {}
+    for purpose, status in dropped.items():
+        if kept.get(purpose) in (None, status) or status == ConsentStatus.OPTED_OUT:
+            record_consent(patient=keep, purpose=purpose, status=status, source=ConsentSource.AGENT, actor=actor)
+        outcome[purpose] = status if status == ConsentStatus.OPTED_OUT else kept.get(purpose, status)
+    Consent.objects.filter(patient=drop).delete()
+    return outcome
+
+
 def merge_patients(*, keep: Patient, drop: Patient, actor: User | None, via: str) -> Patient:
     """Move identities, conversations and visits from `drop` onto `keep`; `drop` becomes a tombstone.
 
@@ -196,6 +219,7 @@ def merge_patients(*, keep: Patient, drop: Patient, actor: User | None, via: str
     Conversation.objects.filter(pk__in=conversation_ids).update(patient=keep)
     visit_count = Visit.objects.filter(patient=drop).update(patient=keep)
     keep.tags.add(*drop.tags.all())
+    consent_outcome = _merge_consent(keep=keep, drop=drop, actor=actor)
     for field_name in PATIENT_FIELDS:
         if not getattr(keep, field_name) and getattr(drop, field_name):
             setattr(keep, field_name, getattr(drop, field_name))
@@ -219,6 +243,7 @@ def merge_patients(*, keep: Patient, drop: Patient, actor: User | None, via: str
             "conversations": conversation_ids,
             "resolved_on_merge": clashing_ids,
             "visits": visit_count,
+            "consent": consent_outcome,
         },
     )
     events.record(events.PatientUpdated(patient_id=drop.pk, merged_into=keep.pk), events.Audience())

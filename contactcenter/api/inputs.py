@@ -85,6 +85,11 @@ class MessageInput(serializers.Serializer[Any]):
     body = serializers.CharField(max_length=4000, allow_blank=False, trim_whitespace=True)
 
 
+class MessagePageInput(serializers.Serializer[Any]):
+    before = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+
+
 class NoteInput(serializers.Serializer[Any]):
     body = serializers.CharField(max_length=10000, allow_blank=False, trim_whitespace=True)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from contactcenter.api import views
+from channels_adapters.sms.api import SegmentCountView
+from contactcenter.api import consent_views, views
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -13,6 +14,8 @@ urlpatterns = [
     path("patients/<int:patient_id>/", views.PatientDetailView.as_view(), name="api-patient"),
     path("patients/<int:patient_id>/identities/", views.PatientIdentityView.as_view(), name="api-patient-identities"),
     path("patients/<int:patient_id>/merge/", views.PatientMergeView.as_view(), name="api-patient-merge"),
+    path("patients/<int:patient_id>/consent/", consent_views.PatientConsentView.as_view(), name="api-patient-consent"),
+    path("sms/segments/", SegmentCountView.as_view(), name="api-sms-segments"),
     path("conversations/", views.ConversationListView.as_view(), name="api-conversations"),
     path("conversations/<int:conversation_id>/", views.ConversationDetailView.as_view(), name="api-conversation"),
     path("conversations/<int:conversation_id>/messages/", views.MessageListView.as_view(), name="api-messages"),

@@ -89,6 +89,14 @@ class AdminsOnly(permissions.BasePermission):
         return access.is_admin(request.user)
 
 
+def text_param(request: Request, name: str) -> str:
+    """A free-text query parameter; PostgreSQL cannot compare text holding NUL, so that is a 400, not a 500."""
+    value = request.query_params.get(name, "")
+    if "\x00" in value:
+        raise serializers.ValidationError({name: ["Null characters are not allowed."]})
+    return value
+
+
 def _valid(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
@@ -128,7 +136,7 @@ class PatientListView(generics.GenericAPIView[Patient]):
     serializer_class = PatientRefSerializer
 
     def get_queryset(self) -> QuerySet[Patient]:
-        return selectors.patient_search(user=self.request.user, query=self.request.query_params.get("q", ""))
+        return selectors.patient_search(user=self.request.user, query=text_param(self.request, "q"))
 
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
@@ -139,7 +147,7 @@ class PatientListView(generics.GenericAPIView[Patient]):
             object_id="*",
             via=via_of(request),
             ip_address=client_ip(request),
-            detail={"query": request.query_params.get("q", "")[:100], "ids": [p.pk for p in page or []]},
+            detail={"query": text_param(request, "q")[:100], "ids": [p.pk for p in page or []]},
         )
         return self.get_paginated_response(PatientRefSerializer(page, many=True).data)
 
@@ -243,6 +251,20 @@ def _conversation(request: Request, conversation_id: int) -> Conversation:
     return conversation
 
 
+def _audit_thread_read(request: Request, conversation: Conversation, part: str) -> None:
+    """Messages and notes are the conversation itself: reading them alone is a read to audit too."""
+    record_audit(
+        actor=request.user,
+        action=AuditAction.VIEW_CONVERSATION,
+        patient_id=conversation.patient_id,
+        object_type="conversation",
+        object_id=conversation.pk,
+        via=via_of(request),
+        ip_address=client_ip(request),
+        detail={"part": part},
+    )
+
+
 class ConversationDetailView(APIView):
     permission_classes = [InboxStaff]
 
@@ -314,9 +336,15 @@ class MessageListView(generics.GenericAPIView[Message]):
     serializer_class = MessageSerializer
     pagination_class = None
 
+    @extend_schema(parameters=[inputs.MessagePageInput])
     def get(self, request: Request, conversation_id: int) -> Response:
+        """The latest `limit` messages, oldest first; pass the oldest id shown as `before` to page back."""
         conversation = _conversation(request, conversation_id)
-        messages = conversation.messages.select_related("author__agent_profile").order_by("created_at", "id")
+        page = _valid(inputs.MessagePageInput, request.query_params)
+        _audit_thread_read(request, conversation, "messages")
+        messages = selectors.message_page_for(
+            conversation=conversation, limit=page["limit"], before_id=page.get("before")
+        )
         return Response(MessageSerializer(messages, many=True).data)
 
     @extend_schema(request=inputs.MessageInput, responses={201: MessageSerializer})
@@ -335,6 +363,7 @@ class NoteListView(generics.GenericAPIView[Note]):
 
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
+        _audit_thread_read(request, conversation, "notes")
         notes = conversation.notes.select_related("author__agent_profile")
         return Response(NoteSerializer(notes, many=True).data)
 
@@ -361,7 +390,7 @@ class CannedResponseListView(generics.ListAPIView[CannedResponse]):
     pagination_class = None
 
     def get_queryset(self) -> QuerySet[CannedResponse]:
-        return selectors.canned_responses_for(user=self.request.user, query=self.request.query_params.get("q", ""))
+        return selectors.canned_responses_for(user=self.request.user, query=text_param(self.request, "q"))
 
 
 class LabelListView(generics.ListAPIView[Label]):
@@ -420,7 +449,7 @@ class AuditLogView(generics.ListAPIView[AuditLogEntry]):
         patient = self.request.query_params.get("patient")
         if patient and patient.isdigit():
             qs = qs.filter(patient_id=int(patient))
-        actor = self.request.query_params.get("actor")
+        actor = text_param(self.request, "actor")
         if actor:
             qs = qs.filter(actor__username=actor)
         return qs

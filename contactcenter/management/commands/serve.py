@@ -4,6 +4,7 @@ and beat as separate processes (see README)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true", help="Do not create the demo hospital")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if "PUBLIC_BASE_URL" not in os.environ:
+            # Signed webhooks and status callbacks (the simulator's too) must reach the port actually
+            # served, not the default one.
+            wildcard = options["host"] in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+            reachable = "127.0.0.1" if wildcard else options["host"]
+            settings.PUBLIC_BASE_URL = f"http://{reachable}:{options['port']}"
         call_command("migrate", interactive=False, verbosity=0)
         if not options["no_seed"]:
             call_command("seed_demo")

@@ -137,6 +137,40 @@ async function poll() {
   }
 }
 
+// --- Recent phones (numbers the hospital has texted) ---------------------------------------------
+
+const recent = $("sim-recent");
+const recentList = $("sim-recent-list");
+
+async function loadRecent() {
+  try {
+    const response = await fetch("/simulator/phones/", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) return;
+    const data = await response.json();
+    const phones = (data.phones || []).slice(0, 8);
+    recent.hidden = phones.length === 0;
+    recentList.replaceChildren(
+      ...phones.map((item) => {
+        const button = el("button", "sim-recent-item", item.phone);
+        button.type = "button";
+        button.setAttribute("aria-label", strings.use_phone.replace("{phone}", item.phone));
+        button.setAttribute("aria-pressed", String(item.phone === numberLine.textContent));
+        button.addEventListener("click", () => {
+          phoneInput.value = item.phone;
+          remember();
+          lastRendered = "";
+          poll().then(loadRecent);
+        });
+        const li = el("li");
+        li.append(button);
+        return li;
+      }),
+    );
+  } catch {
+    /* optional */
+  }
+}
+
 // --- Sending -----------------------------------------------------------------------------------
 
 function showSendError(text) {
@@ -180,6 +214,7 @@ async function send(event) {
     autosize();
     remember();
     poll();
+    setTimeout(loadRecent, 1500);
   } catch {
     showSendError(strings.network_error);
   } finally {
@@ -220,4 +255,5 @@ body.addEventListener("keydown", (event) => {
   }
 });
 document.getElementById("sim-settings").addEventListener("submit", (event) => event.preventDefault());
-poll();
+poll().then(loadRecent);
+setInterval(loadRecent, 10000);
