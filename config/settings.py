@@ -217,6 +217,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "IdentityKindEnum": "contactcenter.models.patients.IdentityKind",
+        "VisitKindEnum": "contactcenter.models.patients.VisitKind",
+    },
 }
 
 LOGGING = {

@@ -33,7 +33,9 @@ def bodies(response: Any) -> list[str]:
     return [m["body"] for m in response.json()]
 
 
-def test_the_newest_page_comes_oldest_first_and_pages_back_without_gaps(world: World, long_thread: Conversation) -> None:
+def test_the_newest_page_comes_oldest_first_and_pages_back_without_gaps(
+    world: World, long_thread: Conversation
+) -> None:
     url = f"/api/v1/conversations/{long_thread.pk}/messages/"
     alice = api(world.alice)
 

@@ -11,7 +11,8 @@ from rest_framework.views import APIView
 
 from contactcenter import selectors
 from contactcenter.actions.consent import record_consent
-from contactcenter.api.views import InboxStaff, _staff
+from contactcenter.api.common import InboxStaff, staff_of
+from contactcenter.api.shapes import Patient360Shape
 from contactcenter.models import ConsentPurpose, ConsentSource, ConsentStatus, Message
 
 
@@ -27,7 +28,7 @@ class PatientConsentView(APIView):
 
     permission_classes = [InboxStaff]
 
-    @extend_schema(request=ConsentInput)
+    @extend_schema(request=ConsentInput, responses={201: Patient360Shape})
     def post(self, request: Request, patient_id: int) -> Response:
         patient = selectors.patient_for(user=request.user, patient_id=patient_id)
         if patient is None:
@@ -45,6 +46,6 @@ class PatientConsentView(APIView):
             source=ConsentSource.AGENT,
             channel=values["channel"],
             message=message,
-            actor=_staff(request),
+            actor=staff_of(request),
         )
         return Response(selectors.patient_360(user=request.user, patient=patient), status=status.HTTP_201_CREATED)

@@ -152,3 +152,50 @@ def message_data(message: Message) -> dict[str, Any]:
 
 def note_data(note: Note) -> dict[str, Any]:
     return dict(NoteSerializer(note).data)
+
+
+# --- Documentation-only shapes: what selectors.patient_360 returns, for the OpenAPI schema ---------------
+
+
+class ConsentChangeShape(serializers.Serializer[Any]):
+    purpose = serializers.CharField()
+    status = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # the metaclass takes it as a field
+    channel = serializers.CharField()
+    keyword = serializers.CharField()
+    by = serializers.CharField(help_text="Username of the staff member who recorded it, if any.")
+    at = serializers.DateTimeField()
+
+
+class ConsentShape(serializers.Serializer[Any]):
+    marketing = serializers.CharField()
+    service = serializers.CharField()
+    history = ConsentChangeShape(many=True)
+
+
+class Patient360Shape(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    given_name = serializers.CharField()
+    gender = serializers.CharField()
+    birth_date = serializers.DateField(allow_null=True)
+    age = serializers.IntegerField(allow_null=True)
+    age_band = serializers.CharField()
+    region = serializers.CharField()
+    city = serializers.CharField()
+    language = serializers.CharField()
+    time_zone = serializers.CharField()
+    vip_tier = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    custom_attributes = serializers.DictField()
+    identities = IdentitySerializer(many=True)
+    visits = VisitSerializer(many=True)
+    conversations = ConversationSerializer(many=True, help_text="The latest 50 the caller may see.")
+    consent = ConsentShape()
+
+
+class AssignableStaffShape(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    availability = serializers.CharField()
+    role = serializers.CharField()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,13 +23,25 @@ from contactcenter.actions.patients import (
     update_patient,
 )
 from contactcenter.api import inputs
+from contactcenter.api.common import (
+    AdminsOnly,
+    InboxStaff,
+    SupervisorsOnly,
+    client_ip,
+    staff_of,
+    text_param,
+    valid_input,
+    via_of,
+)
 from contactcenter.api.shapes import (
+    AssignableStaffShape,
     ConversationSerializer,
     IdentitySerializer,
     InboxRefSerializer,
     LabelSerializer,
     MessageSerializer,
     NoteSerializer,
+    Patient360Shape,
     PatientRefSerializer,
     TeamSerializer,
     staff_name,
@@ -49,58 +59,6 @@ from contactcenter.models import (
 )
 
 User = get_user_model()
-
-
-def client_ip(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
-def _staff(request: Request) -> Any:
-    """The authenticated staff user; the permission classes have already refused anyone else."""
-    if not request.user.is_authenticated:
-        raise PermissionDenied("Sign in first.")
-    return request.user
-
-
-def via_of(request: Request) -> str:
-    return "api" if request.auth is not None else "ui"
-
-
-class InboxStaff(permissions.BasePermission):
-    """Roles that work conversations and patient profiles; marketers are refused here."""
-
-    message = "Your role does not give access to conversations or patient profiles."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return access.can_use_inbox(request.user)
-
-
-class SupervisorsOnly(permissions.BasePermission):
-    message = "Only supervisors and admins may do this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return access.sees_everything(request.user)
-
-
-class AdminsOnly(permissions.BasePermission):
-    message = "Only admins may do this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return access.is_admin(request.user)
-
-
-def text_param(request: Request, name: str) -> str:
-    """A free-text query parameter; PostgreSQL cannot compare text holding NUL, so that is a 400, not a 500."""
-    value = request.query_params.get(name, "")
-    if "\x00" in value:
-        raise serializers.ValidationError({name: ["Null characters are not allowed."]})
-    return value
-
-
-def _valid(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 # --- Me -------------------------------------------------------------------------------------------
@@ -151,11 +109,11 @@ class PatientListView(generics.GenericAPIView[Patient]):
         )
         return self.get_paginated_response(PatientRefSerializer(page, many=True).data)
 
-    @extend_schema(request=inputs.PatientCreateInput, responses={201: PatientRefSerializer})
+    @extend_schema(request=inputs.PatientCreateInput, responses={201: Patient360Shape})
     def post(self, request: Request) -> Response:
         if not access.sees_everything(request.user):
             raise PermissionDenied("Only supervisors, admins and integrations create patients directly.")
-        data = _valid(inputs.PatientCreateInput, request.data)
+        data = valid_input(inputs.PatientCreateInput, request.data)
         identities = [(i["kind"], i["value"]) for i in data.pop("identities", [])]
         tags = data.pop("tags", None)
         patient = create_patient(fields=data, identities=identities, tags=tags)
@@ -171,6 +129,7 @@ class PatientDetailView(APIView):
             raise NotFound("No such patient.")
         return patient
 
+    @extend_schema(responses=Patient360Shape, operation_id="patient_profile")
     def get(self, request: Request, patient_id: int) -> Response:
         patient = self._patient(request, patient_id)
         record_audit(
@@ -184,12 +143,12 @@ class PatientDetailView(APIView):
         )
         return Response(selectors.patient_360(user=request.user, patient=patient))
 
-    @extend_schema(request=inputs.PatientUpdateInput)
+    @extend_schema(request=inputs.PatientUpdateInput, responses=Patient360Shape)
     def patch(self, request: Request, patient_id: int) -> Response:
         patient = self._patient(request, patient_id)
-        data = _valid(inputs.PatientUpdateInput, request.data)
+        data = valid_input(inputs.PatientUpdateInput, request.data)
         tags = data.pop("tags", None)
-        update_patient(patient=patient, fields=data, actor=_staff(request), via=via_of(request))
+        update_patient(patient=patient, fields=data, actor=staff_of(request), via=via_of(request))
         if tags is not None:
             set_patient_tags(patient=patient, tags=tags)
         return Response(selectors.patient_360(user=request.user, patient=patient))
@@ -203,7 +162,7 @@ class PatientIdentityView(APIView):
         patient = selectors.patient_for(user=request.user, patient_id=patient_id)
         if patient is None:
             raise NotFound("No such patient.")
-        data = _valid(inputs.IdentityInput, request.data)
+        data = valid_input(inputs.IdentityInput, request.data)
         identity = add_identity(patient=patient, kind=data["kind"], value=data["value"])
         return Response(IdentitySerializer(identity).data, status=status.HTTP_201_CREATED)
 
@@ -211,14 +170,14 @@ class PatientIdentityView(APIView):
 class PatientMergeView(APIView):
     permission_classes = [SupervisorsOnly]
 
-    @extend_schema(request=inputs.MergeInput)
+    @extend_schema(request=inputs.MergeInput, responses=Patient360Shape)
     def post(self, request: Request, patient_id: int) -> Response:
-        data = _valid(inputs.MergeInput, request.data)
+        data = valid_input(inputs.MergeInput, request.data)
         keep = selectors.patient_for(user=request.user, patient_id=patient_id)
         drop = selectors.patient_for(user=request.user, patient_id=data["drop_id"])
         if keep is None or drop is None:
             raise NotFound("No such patient.")
-        merged = merge_patients(keep=keep, drop=drop, actor=_staff(request), via=via_of(request))
+        merged = merge_patients(keep=keep, drop=drop, actor=staff_of(request), via=via_of(request))
         return Response(selectors.patient_360(user=request.user, patient=merged))
 
 
@@ -231,7 +190,7 @@ class ConversationListView(generics.GenericAPIView[Conversation]):
 
     @extend_schema(parameters=[inputs.ConversationFilterInput])
     def get(self, request: Request) -> Response:
-        f = _valid(inputs.ConversationFilterInput, request.query_params)
+        f = valid_input(inputs.ConversationFilterInput, request.query_params)
         qs = selectors.conversation_list_for(
             user=request.user,
             view=f["view"],
@@ -268,7 +227,7 @@ def _audit_thread_read(request: Request, conversation: Conversation, part: str) 
 class ConversationDetailView(APIView):
     permission_classes = [InboxStaff]
 
-    @extend_schema(responses=ConversationSerializer)
+    @extend_schema(responses=ConversationSerializer, operation_id="conversation_detail")
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
         record_audit(
@@ -291,9 +250,9 @@ class ConversationActionView(APIView):
     @extend_schema(request=None, responses=ConversationSerializer)
     def post(self, request: Request, conversation_id: int, action: str) -> Response:
         conversation = _conversation(request, conversation_id)
-        user = _staff(request)
+        user = staff_of(request)
         if action == "assign":
-            data = _valid(inputs.AssignInput, request.data)
+            data = valid_input(inputs.AssignInput, request.data)
             assignee = None
             if data["assignee_id"] is not None:
                 assignee = User.objects.filter(pk=data["assignee_id"], is_active=True).first()
@@ -309,17 +268,17 @@ class ConversationActionView(APIView):
         elif action == "pending":
             conversation = conversation_actions.set_pending(conversation=conversation, actor=user)
         elif action == "snooze":
-            data = _valid(inputs.SnoozeInput, request.data)
+            data = valid_input(inputs.SnoozeInput, request.data)
             conversation = conversation_actions.snooze_conversation(
                 conversation=conversation, until=data["until"], actor=user
             )
         elif action == "labels":
-            data = _valid(inputs.LabelsInput, request.data)
+            data = valid_input(inputs.LabelsInput, request.data)
             conversation = conversation_actions.set_labels(
                 conversation=conversation, label_names=data["labels"], actor=user
             )
         elif action == "priority":
-            data = _valid(inputs.PriorityInput, request.data)
+            data = valid_input(inputs.PriorityInput, request.data)
             conversation = conversation_actions.set_priority(
                 conversation=conversation, priority=data["priority"], actor=user
             )
@@ -340,7 +299,7 @@ class MessageListView(generics.GenericAPIView[Message]):
     def get(self, request: Request, conversation_id: int) -> Response:
         """The latest `limit` messages, oldest first; pass the oldest id shown as `before` to page back."""
         conversation = _conversation(request, conversation_id)
-        page = _valid(inputs.MessagePageInput, request.query_params)
+        page = valid_input(inputs.MessagePageInput, request.query_params)
         _audit_thread_read(request, conversation, "messages")
         messages = selectors.message_page_for(
             conversation=conversation, limit=page["limit"], before_id=page.get("before")
@@ -350,8 +309,8 @@ class MessageListView(generics.GenericAPIView[Message]):
     @extend_schema(request=inputs.MessageInput, responses={201: MessageSerializer})
     def post(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
-        data = _valid(inputs.MessageInput, request.data)
-        message = send_outbound(conversation=conversation, body=data["body"], author=_staff(request))
+        data = valid_input(inputs.MessageInput, request.data)
+        message = send_outbound(conversation=conversation, body=data["body"], author=staff_of(request))
         message.refresh_from_db()
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
@@ -370,8 +329,8 @@ class NoteListView(generics.GenericAPIView[Note]):
     @extend_schema(request=inputs.NoteInput, responses={201: NoteSerializer})
     def post(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
-        data = _valid(inputs.NoteInput, request.data)
-        note = conversation_actions.add_note(conversation=conversation, author=_staff(request), body=data["body"])
+        data = valid_input(inputs.NoteInput, request.data)
+        note = conversation_actions.add_note(conversation=conversation, author=staff_of(request), body=data["body"])
         return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
 
 
@@ -405,6 +364,7 @@ class AssignableStaffView(APIView):
 
     permission_classes = [InboxStaff]
 
+    @extend_schema(responses=AssignableStaffShape(many=True))
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
         profiles = AgentProfile.objects.select_related("user").filter(
