@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "channels_adapters",
     "channels_adapters.simulator",
     "channels_adapters.sms",
+    "channels_adapters.webchat",
     "campaigns",
     "callbacks",
 ]
@@ -128,6 +129,15 @@ def _database() -> dict[str, object]:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     if config.get("ENGINE") != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL; SQLite is the embedded default")
+    pool_size = envint("DB_POOL_MAX_SIZE", 0, minimum=0)
+    if pool_size:
+        # Daphne runs each sync request on a fresh thread, so CONN_MAX_AGE never reuses a connection
+        # there: a pool per process does. The wait stays under Twilio's 15 s webhook timeout.
+        if config.get("CONN_MAX_AGE"):
+            raise ImproperlyConfigured("DB_CONN_MAX_AGE and DB_POOL_MAX_SIZE exclude each other; set one to 0")
+        options = dict(config.get("OPTIONS") or {})
+        options["pool"] = {"min_size": min(2, pool_size), "max_size": pool_size, "timeout": 10}
+        config["OPTIONS"] = options
     return dict(config)
 
 
@@ -261,3 +271,23 @@ SMS_HELP_TEXT = envstr(
     "Hospital patient service: call 020-12345678 (08:00-17:30). Reply STOP to opt out of marketing. "
     "医院客服电话 020-12345678，拒收营销短信请回复R。",
 )
+
+# Web chat widget. Limits apply per visitor and per client IP, counted in the cache (Redis with
+# REDIS_URL, so every Daphne process shares them; process memory in the embedded mode).
+WEBCHAT_MAX_MESSAGE_CHARS = envint("WEBCHAT_MAX_MESSAGE_CHARS", 2000, minimum=1)
+WEBCHAT_MESSAGES_PER_MINUTE_PER_VISITOR = envint("WEBCHAT_MESSAGES_PER_MINUTE_PER_VISITOR", 20, minimum=1)
+WEBCHAT_MESSAGES_PER_MINUTE_PER_IP = envint("WEBCHAT_MESSAGES_PER_MINUTE_PER_IP", 120, minimum=1)
+WEBCHAT_CONNECTIONS_PER_MINUTE_PER_IP = envint("WEBCHAT_CONNECTIONS_PER_MINUTE_PER_IP", 60, minimum=1)
+# Images a visitor attaches: JPEG, PNG, WebP or GIF, recognised by content and re-encoded before storing.
+WEBCHAT_MAX_IMAGE_BYTES = envint("WEBCHAT_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1)
+WEBCHAT_MAX_IMAGE_PIXELS = envint("WEBCHAT_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
+WEBCHAT_UPLOADS_PER_MINUTE_PER_VISITOR = envint("WEBCHAT_UPLOADS_PER_MINUTE_PER_VISITOR", 6, minimum=1)
+WEBCHAT_UPLOADS_PER_MINUTE_PER_IP = envint("WEBCHAT_UPLOADS_PER_MINUTE_PER_IP", 30, minimum=1)
+# Uploaded files (patients' images: PHI). Never served from a public URL: only through the views that check
+# who is asking (channels_adapters/webchat/views.py), so there is deliberately no MEDIA_URL route.
+MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(DATA_DIR / "media")))
+if EMBEDDED:
+    # The demo hospital page signs its "portal" patient with this; nothing leaves the machine.
+    os.environ.setdefault("WEBCHAT_IDENTITY_SECRET", "embedded-demo-identity-secret")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -10,6 +10,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("webhooks/twilio/sms/", include("channels_adapters.sms.urls")),
     path("settings/inboxes/sms/", include("channels_adapters.sms.settings_urls")),
+    path("webchat/", include("channels_adapters.webchat.urls")),
     path("django-admin/", admin.site.urls),
 ]
 if settings.SIMULATOR_ENABLED:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from contactcenter import access, events
 from contactcenter.actions.presence import set_availability
@@ -30,6 +32,7 @@ BATCH = 500
 # Catch up from the database now and then even without hints, in case every hint was lost.
 IDLE_CATCH_UP_SECONDS = 15.0
 CLOSE_FORBIDDEN = 4403
+VISIBILITY_TTL_SECONDS = 10.0
 
 
 class AgentConsumer(AsyncJsonWebsocketConsumer):
@@ -196,11 +199,24 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _events_after(self, cursor: int) -> list[dict[str, Any]]:
-        visible = access.event_filter_for(self.user)
+        visible = self._visibility()
         if visible is None:
             return []
         rows = Event.objects.filter(visible, id__gt=cursor).order_by("id")[:BATCH]
         return [events.serialize(row) for row in rows]
+
+    def _visibility(self) -> Q | None:
+        """The user's event filter, recomputed every VISIBILITY_TTL_SECONDS rather than per catch-up.
+
+        Every hint would otherwise cost the role, team and inbox queries again for every socket; a
+        change of teams takes effect within the TTL (and at once on reconnect).
+        """
+        now = time.monotonic()
+        cached = getattr(self, "_visible", None)
+        if cached is None or now - cached[0] > VISIBILITY_TTL_SECONDS:
+            cached = (now, access.event_filter_for(self.user))
+            self._visible = cached
+        return cached[1]
 
     @database_sync_to_async
     def _max_event_id(self) -> int:

@@ -183,7 +183,38 @@ def _inboxes(teams: dict[str, Team]) -> dict[str, Inbox]:
             auto_assign=True,
         ),
     )
-    return {"service": service, "cardiology": cardiology}
+    webchat = _webchat_inbox(teams["service"], sms_inbox=service)
+    return {"service": service, "cardiology": cardiology, "webchat": webchat}
+
+
+def _webchat_inbox(team: Team, *, sms_inbox: Inbox) -> Inbox:
+    """The website chat, embedded on the demo hospital page the platform serves (/webchat/demo/)."""
+    from django.conf import settings
+
+    from contactcenter.models import ChannelType
+
+    port = settings.PUBLIC_BASE_URL.rsplit(":", 1)[-1] if settings.PUBLIC_BASE_URL.count(":") == 2 else ""
+    own = [settings.PUBLIC_BASE_URL] + ([f"http://localhost:{port}", f"http://127.0.0.1:{port}"] if port else [])
+    return Inbox.objects.create(
+        name="Website chat 网站咨询",
+        channel_type=ChannelType.WEBCHAT,
+        team=team,
+        auto_assign=True,
+        config={
+            "allowed_origins": sorted(set(own)),
+            "title": {"en": "Kanghua Hospital", "zh-hans": "康华医院在线咨询"},
+            "consent_text": {
+                "en": "I agree that Kanghua Hospital may use these details to answer my enquiry and to contact "
+                "me about it by phone, SMS or email.",
+                "zh-hans": "我同意康华医院使用以上信息答复我的咨询，并通过电话、短信或电子邮件就此与我联系。",
+            },
+            "business_hours": {"days": [0, 1, 2, 3, 4, 5], "open": "08:00", "close": "21:00"},
+            "identity_kind": "mrn",
+            "identity_secret_env": "WEBCHAT_IDENTITY_SECRET",
+            "offline_sms_inbox_id": sms_inbox.pk,
+            "offline_sms_prefix": "【康华医院】",
+        },
+    )
 
 
 def _reference_data(teams: dict[str, Team]) -> None:

@@ -42,6 +42,11 @@ def conversation_group(conversation_id: int) -> str:
     return f"conversation.{conversation_id}"
 
 
+def conversation_events_group(conversation_id: int) -> str:
+    """Hints for the events of one conversation: the patient's side of it (the web chat widget) listens here."""
+    return f"events.conversation.{conversation_id}"
+
+
 @dataclass(frozen=True)
 class Audience:
     inbox_id: int | None = None
@@ -57,6 +62,8 @@ class Audience:
             groups.append(team_group(self.team_id))
         if self.user_id is not None:
             groups.append(user_group(self.user_id))
+        if self.conversation_id is not None:
+            groups.append(conversation_events_group(self.conversation_id))
         return groups
 
 

@@ -113,3 +113,10 @@ class EventCapture:
 @pytest.fixture
 def capture_events(db: Any) -> Callable[[], EventCapture]:
     return EventCapture
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: they share one live server process, and a failure there reads better
+    after the fast tests have told what they know."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -82,7 +82,9 @@ def assign_round_robin(*, conversation: Conversation) -> Conversation:
     an agent over capacity.
     """
     candidates = list(
-        AgentProfile.objects.select_for_update()
+        # Only the profiles: locking the joined auth_user rows too would deadlock against event
+        # inserts, whose foreign key check takes a share lock on the same user row.
+        AgentProfile.objects.select_for_update(of=("self",))
         .filter(teams=conversation.team_id, role=Role.AGENT, availability=Availability.ONLINE, user__is_active=True)
         .order_by("pk")
     )

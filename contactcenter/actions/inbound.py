@@ -31,6 +31,8 @@ from contactcenter.models import (
 
 logger = logging.getLogger(__name__)
 
+_REFRESHED = [f.name for f in Conversation._meta.concrete_fields if f.name not in ("id", "patient", "inbox")]
+
 
 @dataclass(frozen=True)
 class InboundResult:
@@ -108,7 +110,9 @@ def _receive(record: InboundMessage) -> InboundResult:
         last_message_at=received_at,
         last_message_preview=record.body[:140],
     )
-    conversation.refresh_from_db()
+    # Everything but the patient and inbox, which did not change: keeping those cached saves the
+    # event payload below re-fetching them on every webhook.
+    conversation.refresh_from_db(fields=_REFRESHED)
     if inbox.auto_assign and conversation.assignee_id is None:
         assign_round_robin(conversation=conversation)
         if conversation.assignee_id is not None:

@@ -79,7 +79,9 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
     log.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running in this thread while it is
+# started, which breaks every later async test (and async_to_sync) in the same session.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -97,7 +99,7 @@ def login(browser: Any, live_server_url: str, username: str, password: str, *, l
     page.goto(f"{live_server_url}/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
-    page.click("button[type=submit], input[type=submit]")
+    page.click(".login-submit")
     page.wait_for_url(f"{live_server_url}/inbox/**")
     return page
 

@@ -51,6 +51,7 @@ class Command(BaseCommand):
             "Hospital contact center is starting",
             f"  Agent inbox      {base}/inbox/",
             f"  Patient phone    {base}/simulator/   (type as a patient; replies show up here)",
+            f"  Hospital website {base}/webchat/demo/   (web chat widget; ?lang=zh-hans, ?sign_as=MRN100000)",
             f"  API docs         {base}/api/v1/docs/",
             f"  Audit log        {base}/audit/   (admin)",
             f"  Mode             {'SQLite' if settings.EMBEDDED else 'PostgreSQL'}, tasks: {settings.TASK_RUNNER}",

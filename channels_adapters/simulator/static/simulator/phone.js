@@ -27,6 +27,7 @@ const timeFormat = new Intl.DateTimeFormat(locale, {
 });
 
 let lastRendered = "";
+let currentPhone = ""; // the normalized number whose thread is shown
 let pollTimer = null;
 let pollToken = 0;
 
@@ -101,12 +102,18 @@ function render(messages) {
   if (stick) thread.scrollTop = thread.scrollHeight;
 }
 
+// The top of the screen names the hospital; the number under it is this phone's own.
+function showNumber(phone) {
+  currentPhone = phone;
+  numberLine.textContent = phone ? strings.this_phone.replace("{phone}", phone) : "";
+}
+
 async function poll() {
   clearTimeout(pollTimer);
   const phone = phoneInput.value.trim();
   const token = ++pollToken;
   if (!phone) {
-    numberLine.textContent = "";
+    showNumber("");
     phoneError.hidden = true;
     showEmpty(strings.empty_phone);
     return;
@@ -122,12 +129,12 @@ async function poll() {
       phoneError.textContent = data.error || `HTTP ${response.status}`;
       phoneError.hidden = false;
       phoneInput.setAttribute("aria-invalid", "true");
-      numberLine.textContent = "";
+      showNumber("");
       showEmpty(strings.empty_phone);
     } else {
       phoneError.hidden = true;
       phoneInput.removeAttribute("aria-invalid");
-      numberLine.textContent = data.phone;
+      showNumber(data.phone);
       render(data.messages || []);
     }
   } catch {
@@ -154,7 +161,7 @@ async function loadRecent() {
         const button = el("button", "sim-recent-item", item.phone);
         button.type = "button";
         button.setAttribute("aria-label", strings.use_phone.replace("{phone}", item.phone));
-        button.setAttribute("aria-pressed", String(item.phone === numberLine.textContent));
+        button.setAttribute("aria-pressed", String(item.phone === currentPhone));
         button.addEventListener("click", () => {
           phoneInput.value = item.phone;
           remember();

@@ -574,7 +574,20 @@ export class ConversationView {
     );
     const bubble = h("div", { class: "bubble" }, h("div", { class: "msg-text" }, m.body));
     if (m.attachments && m.attachments.length) {
-      bubble.append(h("div", { class: "msg-attachments" }, t("n_attachments", { n: m.attachments.length })));
+      // Images on this platform (a web chat visitor's upload) as thumbnails from their staff-only URL;
+      // anything else (e.g. an MMS on the provider's servers) is only counted.
+      const images = m.attachments.filter((a) => a && a.kind === "image" && typeof a.url === "string" && /^\/(?!\/)/.test(a.url));
+      for (const a of images) {
+        bubble.append(
+          h(
+            "a",
+            { class: "msg-image", href: a.url, target: "_blank", rel: "noopener", dataset: { testid: "message-image" } },
+            h("img", { src: a.url, alt: t("image_attachment"), loading: "lazy", width: a.width || null, height: a.height || null }),
+          ),
+        );
+      }
+      const others = m.attachments.length - images.length;
+      if (others) bubble.append(h("div", { class: "msg-attachments" }, t("n_attachments", { n: others })));
     }
     const error = failed
       ? h("div", { class: "msg-error", role: "note" }, t("not_delivered"), m.error_message ? `: ${m.error_message}` : "", m.error_code ? ` (${m.error_code})` : "")
