@@ -1260,3 +1260,21 @@ def test_invalid_availability_is_refused(world, capture_events) -> None:
     assert "availability" in err.value.message_dict
     assert AgentProfile.objects.get(user=world.alice).availability == Availability.OFFLINE
     assert capture.kinds() == []
+
+
+def test_an_image_only_message_still_gives_the_list_a_preview(world) -> None:
+    from channels_adapters.base import InboundMessage, Sender
+    from contactcenter.actions.inbound import receive_inbound
+
+    result = receive_inbound(
+        InboundMessage(
+            inbox_id=world.inbox_a.pk,
+            sender=Sender(kind="phone", value="+8613900000077"),
+            body="",
+            provider_message_id="IMG-1",
+            attachments=[{"kind": "image", "content_type": "image/png", "size": 10}],
+        )
+    )
+
+    result.conversation.refresh_from_db()
+    assert result.conversation.last_message_preview == "📎"

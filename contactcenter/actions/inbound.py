@@ -108,7 +108,8 @@ def _receive(record: InboundMessage) -> InboundResult:
     Conversation.objects.filter(pk=conversation.pk).update(
         unread_count=F("unread_count") + 1,
         last_message_at=received_at,
-        last_message_preview=record.body[:140],
+        # An image-only message still needs something in the list; the paperclip needs no translation.
+        last_message_preview=record.body[:140] or ("📎" if record.attachments else ""),
     )
     # Everything but the patient and inbox, which did not change: keeping those cached saves the
     # event payload below re-fetching them on every webhook.
