@@ -144,6 +144,7 @@ def _database() -> dict[str, object]:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 1000, minimum=10)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
@@ -152,7 +153,13 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py's default 5 s read timeout would drop the layer's idle blocking reads (an agent socket
             # with nothing to receive), so reads wait as long as the layer asks them to.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "capacity": 1500, "expiry": 30},
+            # redis-py 8 also caps a pool at 100 connections and then raises instead of waiting:
+            # a few hundred sockets doing group_add and sends at once exceed that in one process.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": REDIS_MAX_CONNECTIONS}],
+                "capacity": 1500,
+                "expiry": 30,
+            },
         }
     }
 else:
