@@ -1,6 +1,6 @@
 """Web chat: 500 concurrent widget sockets talking to agents, as ratios to a ping on the same Daphne.
 
-    .venv/bin/python -m bench.webchat            # from the repository root; 500 widgets at 50 msg/s
+    .venv/bin/python -m bench.webchat            # from the repository root; 500 widgets; about 5 minutes
     .venv/bin/python -m bench.webchat --quick    # 60 widgets at 5 msg/s, short phases; about 1 minute
 
 Starts its own PostgreSQL and Redis on loopback (tests/services.py), migrates, creates a team with a web
@@ -24,7 +24,8 @@ the offered rate needs it). Then, from one asyncio process using the `websockets
    --reply-share sample of the conversations; widgets send read receipts as widget.js does. Timed from
    each due time: visitor message → message.add on every agent socket, → its ack on the widget; reply →
    the reply on the visitor's widget. A few probe sockets that never start a chat are pinged meanwhile:
-   Daphne's own event loop under the load;
+   what any frame waits for under the load (Channels' dispatch runs close_old_connections on the process's
+   one sync thread before every handler, so even a ping queues behind every consumer's database work);
 6. drops: every event an agent or a widget may see that had not arrived once nothing more arrived for
    --grace seconds (live path); then every socket reconnects and resyncs from its last event id (agents:
    resync; widgets: resume, as widget.js does) and whatever is still missing; every widget reconnects once
@@ -83,7 +84,7 @@ TRIVIAL_PATH = "/bench/trivial/"
 CONNECT_CONCURRENCY = 25  # widgets connecting, starting or resuming at once (a burst of page loads)
 FRAME_TIMEOUT = 60.0
 WARM_WIDGETS = 8
-PROBES = 5  # widget sockets that stay at "welcome": their pings during the traffic wait for nothing but Daphne
+PROBES = 5  # widget sockets that stay at "welcome": pinged during the traffic, they have no work of their own queued
 PRODUCT_VISITOR_LIMIT = 20  # settings.WEBCHAT_MESSAGES_PER_MINUTE_PER_VISITOR's default
 UNLIMITED = "1000000"
 MiB = 1024 * 1024
@@ -244,6 +245,7 @@ class Widget:
         self.read_up_to = 0
         self.reads_sent = 0
         self.server_closes: list[int | None] = []
+        self.refused: set[str] = set()  # client ids answered with an error frame
         self._ws: Any = None
         self._task: asyncio.Task[None] | None = None
         self._pongs: deque[asyncio.Future[float]] = deque()
@@ -373,6 +375,8 @@ class Widget:
                             waiter.set_result(now)
                 elif kind == "error":
                     self.errors.append(frame)
+                    if frame.get("client_id") is not None:
+                        self.refused.add(str(frame["client_id"]))
                     ack_waiter = self._ack_waiters.pop(str(frame.get("client_id")), None)
                     if ack_waiter is not None and not ack_waiter.done():
                         ack_waiter.set_exception(WidgetError(f"widget {self.index}: {frame}"))
@@ -410,6 +414,10 @@ class Widget:
             self.read_up_to = newest_staff_message
             self.reads_sent += 1
             await ws.send(json.dumps({"op": "read", "message_id": newest_staff_message}))
+
+    @property
+    def reading(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def close(self) -> None:
         self._closing = True
@@ -571,6 +579,8 @@ class Results:
     ping_window: Window
     trivial_rtt: list[float]
     load_ping: list[float]
+    load_ping_failures: Counter[str]
+    probe_closes: list[int | None]
     # traffic
     sent: dict[str, Sent]
     window_start: float
@@ -594,6 +604,8 @@ class Results:
     resync_agent_s: list[float]
     resync_widget_s: list[float]
     resync_failed: int
+    resync_errors: Counter[str]
+    drain_seconds: float  # after the traffic, until every visitor message was answered
     agent_final: dict[int, set[int]]  # event ids each agent socket had after the resync
     widget_final: dict[int, set[int]]
     widget_message_final: dict[int, set[int]]
@@ -650,6 +662,8 @@ class Run:
         ]
         self.probes = [Widget(-100 - i, port, world.public_token, read_receipts=False) for i in range(PROBES)]
         self.idle_cores = 0.0
+        self.ping_failures: Counter[str] = Counter()  # by exception: TimeoutError (10 s), ConnectionError, …
+        self.load_ping_failures: Counter[str] = Counter()
         self.profilers: list[subprocess.Popen[bytes]] = []
 
     async def memory(self) -> Memory:
@@ -790,6 +804,31 @@ class Run:
         traffic = await self.traffic(live, sample, visits)
         window_start, window_end, sent, reply_run, reply_ids, replies_to, tw, load_ping = traffic
 
+        # An overloaded server still holds a backlog: every message sent must be answered (ack or error) before
+        # what is missing can be told from what is late. Frames may stop arriving for seconds meanwhile.
+        by_index = {w.index: w for w in live}
+
+        def unanswered() -> int:
+            return sum(
+                1
+                for cid, sent_one in sent.items()
+                if not sent_one.failed
+                and cid not in by_index[sent_one.widget].acks
+                and cid not in by_index[sent_one.widget].refused
+                and by_index[sent_one.widget].reading
+            )
+
+        drain_started = loop.time()
+        if unanswered():
+            progress(f"  draining the server's backlog: {unanswered()} visitor messages not answered yet …")
+            reported = loop.time()
+            while unanswered() and loop.time() - drain_started < args.drain_limit:
+                await asyncio.sleep(0.5)
+                if loop.time() - reported >= 30:
+                    progress(f"    … {unanswered()} still not answered")
+                    reported = loop.time()
+        drain_seconds = loop.time() - drain_started
+
         # Deliveries: what each socket may see, from the database, then wait for the stragglers.
         progress(f"  waiting for the last deliveries (until {args.grace:g} s without any) …")
         widget_items = {w.index: (visits[w.index].conversation_ids, w.start_cursor or 0) for w in live}
@@ -827,6 +866,7 @@ class Run:
 
         progress("  every socket reconnects and resyncs from its last event id (widgets: resume) …")
         resync_failed = 0
+        resync_errors: Counter[str] = Counter()
 
         async def resync_listener(listener: Listener) -> float | None:
             nonlocal resync_failed
@@ -842,7 +882,7 @@ class Run:
                 return await widget.resume(FRAME_TIMEOUT)
             except Exception as exc:
                 resync_failed += 1
-                failures[f"resume: {type(exc).__name__}: {str(exc)[:120]}"] += 1
+                resync_errors[f"{type(exc).__name__}: {str(exc)[:100]}"] += 1
                 return None
 
         agent_resync = await bounded(self.listeners, CONNECT_CONCURRENCY, resync_listener)
@@ -880,6 +920,8 @@ class Run:
             ping_window=ping_window,
             trivial_rtt=trivial_run.answer_times(),
             load_ping=load_ping,
+            load_ping_failures=self.load_ping_failures,
+            probe_closes=[code for probe in self.probes for code in probe.server_closes],
             sent=sent,
             window_start=window_start,
             window_end=window_end,
@@ -901,6 +943,8 @@ class Run:
             resync_agent_s=[s for s in agent_resync if s is not None],
             resync_widget_s=[s for s in widget_resync if s is not None],
             resync_failed=resync_failed,
+            resync_errors=resync_errors,
+            drain_seconds=drain_seconds,
             agent_final=agent_final,
             widget_final=widget_final,
             widget_message_final=widget_message_final,
@@ -963,6 +1007,7 @@ class Run:
             tasks.append(asyncio.ensure_future(order[i % len(order)].ping(10)))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         rtts = [r for r in results if isinstance(r, float)]
+        self.ping_failures.update(type(r).__name__ for r in results if not isinstance(r, float))
         return rtts, len(results) - len(rtts)
 
     async def traffic(
@@ -1009,14 +1054,17 @@ class Run:
                 reply_ids[str(key)] = int(json.loads(response.body)["id"])
 
         load_ping: list[float] = []
+        load_ping_failures = self.load_ping_failures
 
         async def pings_under_load() -> None:
             if args.load_ping_rate <= 0:
                 return
             await asyncio.sleep(max(0.0, window_start - loop.time()))
+            before = Counter(self.ping_failures)
             rtts, failed = await self.pings(self.probes, args.load_ping_rate, args.seconds)
             load_ping.extend(rtts)
             load_ping.extend([math.inf] * failed)
+            load_ping_failures.update(self.ping_failures - before)
 
         snapshots: list[CpuSnapshot] = []
 
@@ -1254,9 +1302,12 @@ def print_report(
     )
     if load_ping_ms:
         print(
-            f"  ping during the measured traffic at {args.load_ping_rate:g}/s on {PROBES} idle widget sockets (no chat: "
-            f"Daphne's event loop under load, not a consumer's queue): "
+            f"  ping during the measured traffic at {args.load_ping_rate:g}/s on {PROBES} widget sockets without a chat "
+            f"(what any frame waits for under the load: Daphne's loop, and the process's one consumer thread, "
+            f"which Channels' dispatch visits for every frame): "
             f"p50 {fmt_ms(load_ping_ms, 50)}, p99 {fmt_ms(load_ping_ms, 99)}"
+            + (f"; failed {dict(r.load_ping_failures)}" if r.load_ping_failures else "")
+            + (f"; probes closed by the server {r.probe_closes}" if r.probe_closes else "")
         )
     print()
 
@@ -1378,6 +1429,7 @@ def print_report(
         f"  throughput in the window: {acked_rate:.1f} visitor messages acked/s of {args.rate:g}/s offered, "
         f"{answered_rate:.1f} replies answered/s of {args.reply_rate:g}/s"
         + ("  ← the server fell behind: the latencies above are mostly queueing" if behind else "")
+        + (f"; its backlog took {r.drain_seconds:.0f} s to drain after the traffic" if r.drain_seconds >= 1 else "")
     )
     print(
         f"  ({len(measured)} visitor messages and {replies_measured} replies due in the window; drops count every "
@@ -1474,8 +1526,8 @@ def print_report(
         f"sockets: {st.frames} frames received; events twice {st.duplicates}, out of order {st.out_of_order}; "
         f"read receipts sent {st.reads_sent}; closed by the server {sum(st.closes.values())}"
         f"{f' {dict(st.closes)}' if st.closes else ''}; error frames {dict(st.errors) if st.errors else 0}; "
-        f"resume p50 {fmt_ms(resync, 50)}, p99 {fmt_ms(resync, 99)}, {r.resync_failed} failed; waited "
-        f"{r.grace_used:.1f} s for live deliveries"
+        f"resume p50 {fmt_ms(resync, 50)}, p99 {fmt_ms(resync, 99)}, {r.resync_failed} failed"
+        f"{f' {dict(r.resync_errors)}' if r.resync_errors else ''}; waited {r.grace_used:.1f} s for live deliveries"
     )
     problems = log_problems([daphne_log, worker_log])
     print(
@@ -1525,7 +1577,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "period, so the idle load's share in them is what the idle window measured)",
     )
     parser.add_argument("--warmup", type=float, default=5.0, help="traffic seconds before the window (5)")
-    parser.add_argument("--reply-rate", type=float, help="agent replies per second through the REST API (rate / 5)")
+    parser.add_argument(
+        "--reply-rate",
+        type=float,
+        help="agent replies per second through the REST API, all agents together (rate / 25: 2/s for 4 agents)",
+    )
     parser.add_argument("--reply-share", type=float, default=0.2, help="share of conversations replied to (0.2)")
     parser.add_argument("--agents", type=int, default=4, help="online agents of the inbox's team (4)")
     parser.add_argument("--supervisors", type=int, default=1, help="supervisors, who see every event (1)")
@@ -1544,9 +1600,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=300.0,
         help="and at the latest after this, s (300: a backlog still draining is late, not lost)",
     )
+    parser.add_argument(
+        "--drain-limit", type=float, default=900.0, help="longest wait for an overloaded server's backlog, s (900)"
+    )
     parser.add_argument("--p99-target-ms", type=float, help="latency target for both p99 figures (none)")
     parser.add_argument("--pool", type=int, default=16, help="HTTP connections for replies (16)")
-    parser.add_argument("--db-pool", type=int, default=10, help="DB_POOL_MAX_SIZE for Daphne (10)")
+    parser.add_argument(
+        "--db-pool",
+        type=int,
+        default=10,
+        help="DB_POOL_MAX_SIZE for Daphne and the worker (10, as docs/production.md sets it; 0: no pool)",
+    )
     parser.add_argument(
         "--tasks",
         choices=("celery", "immediate"),
@@ -1564,11 +1628,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         parser.set_defaults(
-            visitors=60, rate=5.0, seconds=8.0, warmup=2.0, idle_seconds=5.0, baseline_seconds=4.0, grace=3.0
+            visitors=60,
+            rate=5.0,
+            reply_rate=1.0,
+            seconds=8.0,
+            warmup=2.0,
+            idle_seconds=5.0,
+            baseline_seconds=4.0,
+            grace=3.0,
         )
     args = parser.parse_args(argv)
     if args.reply_rate is None:
-        args.reply_rate = args.rate / 5
+        args.reply_rate = args.rate / 25
     if args.visitors < 1 or args.agents < 1 or args.supervisors < 0:
         parser.error("--visitors and --agents must be at least 1, --supervisors at least 0")
     if args.rate <= 0 or args.seconds <= 0 or args.reply_rate <= 0 or not 0 < args.reply_share <= 1:

@@ -17,7 +17,19 @@ from django.db import connection
 
 import contactcenter.actions.inbound as inbound_module
 from channels_adapters.base import InboundMessage, Sender
-from contactcenter.models import AgentProfile, Availability, ChannelType, IdentityKind, Inbox, Role, Team
+from contactcenter.actions.delivery import deliver_message
+from contactcenter.actions.outbound import send_outbound
+from contactcenter.models import (
+    AgentProfile,
+    Availability,
+    ChannelType,
+    IdentityKind,
+    Inbox,
+    Message,
+    MessageStatus,
+    Role,
+    Team,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,3 +80,55 @@ def test_auto_assignment_and_a_message_to_an_assigned_conversation_do_not_deadlo
     follow_up.join(30)
 
     assert errors == {}
+
+
+def test_delivering_a_reply_while_the_patient_writes_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    team = Team.objects.create(code="service", name="Service")
+    inbox = Inbox.objects.create(name="SMS", channel_type=ChannelType.SIMULATOR, team=team, auto_assign=False)
+    sender = Sender(kind=IdentityKind.PHONE, value="+8613900000001")
+    first = inbound_module.receive_inbound(
+        InboundMessage(inbox_id=inbox.pk, sender=sender, body="hi", provider_message_id="SM1")
+    )
+    monkeypatch.setattr("contactcenter.actions.outbound.enqueue", lambda *a, **k: None)  # deliver below, by hand
+    reply = send_outbound(conversation=first.conversation, body="We will call you.", author=None)
+    assert reply.status == MessageStatus.QUEUED
+
+    locked = threading.Event()
+    real = inbound_module.apply_inbound_keywords
+
+    def keywords_then_linger(**kwargs: Any) -> Any:
+        # Inside receive_inbound's transaction: the conversation row is locked FOR UPDATE, events.record is next.
+        out = real(**kwargs)
+        locked.set()
+        time.sleep(0.5)
+        return out
+
+    monkeypatch.setattr(inbound_module, "apply_inbound_keywords", keywords_then_linger)
+    errors: dict[str, BaseException] = {}
+
+    def patient_writes() -> None:
+        try:
+            inbound_module.receive_inbound(
+                InboundMessage(inbox_id=inbox.pk, sender=sender, body="thanks", provider_message_id="SM2")
+            )
+        except BaseException as exc:  # reported to the test thread
+            errors["inbound"] = exc
+        finally:
+            connection.close()
+
+    def reply_delivered() -> None:
+        try:
+            assert locked.wait(10)
+            deliver_message(message_id=reply.pk)
+        except BaseException as exc:  # reported to the test thread
+            errors["delivery"] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=patient_writes), threading.Thread(target=reply_delivered)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == {}
+    assert Message.objects.get(pk=reply.pk).status in (MessageStatus.SENT, MessageStatus.DELIVERED)

@@ -47,7 +47,9 @@ def publish_conversation_update(conversation: Conversation, changed: list[str]) 
 
 def _locked(conversation: Conversation) -> Conversation:
     return (
-        Conversation.objects.select_for_update(of=("self",)).select_related("inbox", "patient").get(pk=conversation.pk)
+        Conversation.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("inbox", "patient")
+        .get(pk=conversation.pk)
     )
 
 
@@ -178,7 +180,7 @@ def wake_snoozed_conversations(*, now: dt.datetime | None = None, limit: int = 2
     woken = 0
     with transaction.atomic():
         due = (
-            Conversation.objects.select_for_update(skip_locked=True, of=("self",))
+            Conversation.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
             .filter(status=ConversationStatus.SNOOZED, snoozed_until__lte=now)
             .select_related("inbox", "patient")
             .order_by("snoozed_until")[:limit]

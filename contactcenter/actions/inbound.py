@@ -143,8 +143,10 @@ def _receive(record: InboundMessage) -> InboundResult:
 
 def _live_conversation(*, inbox: Inbox, patient: Patient, now: dt.datetime) -> tuple[Conversation, bool, list[str]]:
     """The patient's live thread in this inbox; else the last one reopened if recent; else a new one."""
+    # NO KEY UPDATE: a concurrent delivery's deferred foreign-key check (FOR KEY SHARE on this row,
+    # taken at its commit while it holds the event-order lock) must not wait behind us, or we deadlock.
     live = (
-        Conversation.objects.select_for_update()
+        Conversation.objects.select_for_update(no_key=True)
         .filter(inbox=inbox, patient=patient)
         .exclude(status=ConversationStatus.RESOLVED)
         .first()
@@ -158,7 +160,7 @@ def _live_conversation(*, inbox: Inbox, patient: Patient, now: dt.datetime) -> t
             return live, False, ["status"]
         return live, False, []
     recent = (
-        Conversation.objects.select_for_update()
+        Conversation.objects.select_for_update(no_key=True)
         .filter(
             inbox=inbox,
             patient=patient,

@@ -50,7 +50,9 @@ def send_outbound(
     if len(body) > MAX_BODY_CHARS:
         raise ValidationError({"body": [f"A message can be at most {MAX_BODY_CHARS} characters."]})
     conversation = (
-        Conversation.objects.select_for_update(of=("self",)).select_related("inbox", "patient").get(pk=conversation.pk)
+        Conversation.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("inbox", "patient")
+        .get(pk=conversation.pk)
     )
     check_may_send(patient=conversation.patient, purpose=purpose)
     now = timezone.now()
