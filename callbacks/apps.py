@@ -5,3 +5,14 @@ from django.apps import AppConfig
 
 class CallbacksConfig(AppConfig):
     name = "callbacks"
+
+    def ready(self) -> None:
+        from callbacks.actions.recovery import escalate_overdue_cases
+        from callbacks.dispatcher import dispatch_due_tasks
+        from callbacks.surveys.flow import run_due_sessions
+        from contactcenter.dispatch import register_due_work
+
+        # Time lives in the database: the one periodic job picks up whatever of ours is due.
+        register_due_work("followup_tasks", lambda: dispatch_due_tasks())
+        register_due_work("survey_sessions", lambda: run_due_sessions())
+        register_due_work("service_cases", lambda: escalate_overdue_cases())

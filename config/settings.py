@@ -298,3 +298,15 @@ if EMBEDDED:
     os.environ.setdefault("WEBCHAT_IDENTITY_SECRET", "embedded-demo-identity-secret")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# Post-discharge follow-up (callbacks/). Times are in the hospital's time zone (HOSPITAL_TIME_ZONE).
+FOLLOWUP_CALLING_HOURS = envstr("FOLLOWUP_CALLING_HOURS", "09:00-20:00")
+SERVICE_CASE_FIRST_CONTACT_HOURS = envint("SERVICE_CASE_FIRST_CONTACT_HOURS", 24, minimum=1)
+# The HL7 v2 MLLP listener (manage.py hl7_listener; the run command starts it too).
+HL7_MLLP_HOST = envstr("HL7_MLLP_HOST", "127.0.0.1")
+HL7_MLLP_PORT = envint("HL7_MLLP_PORT", 2575, minimum=0)
+# The HIS's REST/FHIR calls carry this as a bearer token; set it in the environment, never in the code.
+HIS_API_TOKEN = envstr("HIS_API_TOKEN")
+if EMBEDDED:
+    os.environ.setdefault("HIS_API_TOKEN", "embedded-demo-his-token")
+    HIS_API_TOKEN = HIS_API_TOKEN or "embedded-demo-his-token"

@@ -7,6 +7,9 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("contactcenter.urls")),
     path("api/v1/", include("contactcenter.api.urls")),
+    path("api/v1/his/", include("callbacks.intake.api_urls")),
+    path("api/v1/followup/", include("callbacks.api_urls")),
+    path("followup/", include("callbacks.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("webhooks/twilio/sms/", include("channels_adapters.sms.urls")),
     path("settings/inboxes/sms/", include("channels_adapters.sms.settings_urls")),

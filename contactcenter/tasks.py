@@ -10,6 +10,7 @@ from contactcenter.actions.conversations import wake_snoozed_conversations
 from contactcenter.actions.delivery import abandon_delivery
 from contactcenter.actions.delivery import deliver_message as deliver_message_action
 from contactcenter.actions.housekeeping import prune_events
+from contactcenter.dispatch import run_due_work
 
 
 @shared_task(bind=True, max_retries=6, acks_late=True)
@@ -27,4 +28,8 @@ def deliver_message(self: Any, *, message_id: int) -> str:
 @shared_task
 def dispatch_due_work() -> dict[str, int]:
     """The one periodic job; each app's due-row pickers hang off it."""
-    return {"snoozes_woken": wake_snoozed_conversations(), "events_pruned": prune_events()}
+    return {
+        "snoozes_woken": wake_snoozed_conversations(),
+        "events_pruned": prune_events(),
+        **run_due_work(),
+    }
