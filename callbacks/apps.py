@@ -9,10 +9,13 @@ class CallbacksConfig(AppConfig):
     def ready(self) -> None:
         from callbacks.actions.recovery import escalate_overdue_cases
         from callbacks.dispatcher import dispatch_due_tasks
-        from callbacks.surveys.flow import run_due_sessions
+        from callbacks.surveys.flow import handle_reply, run_due_sessions
         from contactcenter.dispatch import register_due_work
+        from contactcenter.inbound_hooks import register_inbound_hook
 
         # Time lives in the database: the one periodic job picks up whatever of ours is due.
         register_due_work("followup_tasks", lambda: dispatch_due_tasks())
         register_due_work("survey_sessions", lambda: run_due_sessions())
         register_due_work("service_cases", lambda: escalate_overdue_cases())
+        # An inbound SMS from a patient taking a survey answers it (and stays in the inbox too).
+        register_inbound_hook("followup_surveys", handle_reply)

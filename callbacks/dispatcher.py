@@ -1,9 +1,162 @@
-"""PLACEHOLDER owned by the plans/dispatcher helper."""
+"""The follow-up dispatcher: acts on callback tasks whose next_action_at has come.
+
+Run by the one periodic due-work job (contactcenter.dispatch). Each batch is one short transaction that
+claims rows with SELECT … FOR UPDATE SKIP LOCKED, so any number of dispatchers can run at once and each
+row is handled by exactly one of them. SQLite (the embedded demo) has no row locks, but its transactions
+are IMMEDIATE there (config/settings.py): one writer at a time, so a plain select inside the transaction
+is equally safe.
+
+What a due row means, by its state:
+- scheduled call           → open it on the worklist; next action: escalation at the deadline
+- scheduled SMS survey     → open it and start the survey (start_survey); if the patient cannot be surveyed
+                             after all, it becomes a call on the worklist
+- open call, past deadline → escalate (once); the worklist shows escalated tasks to supervisors
+- call waiting for a retry → back on the worklist, unassigned
+Every transition leaves next_action_at at the next moment something is due, or None, so finished rows
+are never read again.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections import defaultdict
+
+from django.db import connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from callbacks import business_calendar, plans
+from callbacks.models import OPEN_STATUSES, CallAttempt, CallbackTask, TaskKind, TaskStatus
+from callbacks.surveys import flow as survey_flow
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+# A survey that failed to start for an unexpected reason is tried again this much later, not every tick.
+SURVEY_START_BACKOFF = dt.timedelta(minutes=15)
+
+_SAVE_FIELDS = ["kind", "status", "plan_note", "next_action_at", "assignee", "claimed_at", "opened_at", "escalated_at"]
+# The same, as attribute names, for comparing and for queryset.update().
+_STATE_FIELDS = [name + "_id" if name == "assignee" else name for name in _SAVE_FIELDS]
+# Stands for "next_action_at = deadline_at" in a grouped UPDATE, where each row has its own deadline.
+_DEADLINE = object()
 
 
 def dispatch_due_tasks(*, now: dt.datetime | None = None, limit: int = 500) -> int:
-    return 0
+    """Act on up to ``limit`` due callback tasks; returns how many rows were handled."""
+    now = now or timezone.now()
+    # An SMS sent by the dispatcher respects calling hours too: a survey due (or backlogged) at night waits
+    # for the morning instead of waking the patient. Worked out once per run, not per row.
+    sms_window_opens = business_calendar.next_calling_time(now)
+    handled = 0
+    while handled < limit:
+        size = min(BATCH_SIZE, limit - handled)
+        done = _dispatch_batch(now=now, size=size, sms_window_opens=sms_window_opens)
+        handled += done
+        if done < size:
+            break
+    if handled:
+        logger.info("follow-up dispatcher handled %d task(s)", handled)
+    return handled
+
+
+def _dispatch_batch(*, now: dt.datetime, size: int, sms_window_opens: dt.datetime) -> int:
+    with transaction.atomic():
+        due = CallbackTask.objects.filter(next_action_at__lte=now).order_by("next_action_at", "id")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        tasks = list(due[:size])
+        if not tasks:
+            return 0
+        last_attempts = _last_attempts([t.pk for t in tasks if t.kind == TaskKind.CALL and t.attempt_count])
+        # Rows that end up with the same changes are written with one UPDATE: at 09:00 a whole weekend's
+        # first calls come due together, and a statement per row would make the last of them late.
+        same_changes: dict[tuple[tuple[str, object], ...], list[int]] = defaultdict(list)
+        escalated = 0
+        for task in tasks:
+            before = {name: getattr(task, name) for name in _STATE_FIELDS}
+            if task.kind == TaskKind.SMS_SURVEY and task.status == TaskStatus.SCHEDULED:
+                if sms_window_opens <= now:
+                    _start_survey(task, now=now)
+                    continue
+                task.next_action_at = sms_window_opens
+            elif task.kind == TaskKind.CALL and task.status in OPEN_STATUSES:
+                _advance_call(task, now=now, last_attempt_at=last_attempts.get(task.pk))
+            else:
+                # Finished, or an SMS survey already running (the survey session has its own clock).
+                task.next_action_at = None
+            escalated += before["escalated_at"] is None and task.escalated_at is not None
+            changes = {name: getattr(task, name) for name in _STATE_FIELDS if getattr(task, name) != before[name]}
+            if changes.get("next_action_at") is not None and changes["next_action_at"] == task.deadline_at:
+                changes["next_action_at"] = _DEADLINE
+            if changes:
+                same_changes[tuple(sorted(changes.items()))].append(task.pk)
+        for change, ids in same_changes.items():
+            values = {name: F("deadline_at") if value is _DEADLINE else value for name, value in change}
+            CallbackTask.objects.filter(pk__in=ids).update(**values)
+    if escalated:
+        logger.warning("%d callback task(s) escalated: contact deadline passed", escalated)
+    return len(tasks)
+
+
+def _last_attempts(task_ids: list[int]) -> dict[int, dt.datetime]:
+    if not task_ids:
+        return {}
+    rows = CallAttempt.objects.filter(task_id__in=task_ids).values("task_id").annotate(at=Max("attempted_at"))
+    return {row["task_id"]: row["at"] for row in rows}
+
+
+def _start_survey(task: CallbackTask, *, now: dt.datetime) -> None:
+    task.status = TaskStatus.OPEN
+    task.opened_at = task.opened_at or now
+    task.next_action_at = None
+    # Saved before the survey starts: start_survey links its session to the task and may save the task.
+    task.save(update_fields=_SAVE_FIELDS)
+    try:
+        # A savepoint, so a survey that fails half-way leaves nothing behind but the task we retry later.
+        with transaction.atomic():
+            # Through the module attribute: the surveys package owns start_survey and tests may wrap it.
+            session = survey_flow.start_survey(task, now=now)
+    except Exception:
+        logger.exception("survey for callback task %s did not start; retrying later", task.pk)
+        task.status = TaskStatus.SCHEDULED
+        task.opened_at = None
+        task.next_action_at = now + SURVEY_START_BACKOFF
+        task.save(update_fields=_SAVE_FIELDS)
+        return
+    if session is None:
+        # No mobile number any more, opted out since planning, or no SMS inbox: a nurse calls instead.
+        task.kind = TaskKind.CALL
+        task.plan_note = plans.NOTE_SURVEY_NOT_STARTED
+        _set_call_next_action(task, now=now, retry_at=None)
+        task.save(update_fields=["kind", "plan_note", "next_action_at", "escalated_at"])
+
+
+def _advance_call(task: CallbackTask, *, now: dt.datetime, last_attempt_at: dt.datetime | None) -> None:
+    if task.status == TaskStatus.SCHEDULED and task.opened_at is None and not task.attempt_count:
+        task.status = TaskStatus.OPEN
+        task.opened_at = now
+        _set_call_next_action(task, now=now, retry_at=None)
+        return
+    # Already on the worklist at least once: this is the deadline, a retry coming due, or both.
+    retry_at = plans.schedule_retry(task, last_attempt_at) if last_attempt_at is not None else None
+    # A nurse who claimed the task after the last attempt is on it already; the retry is not for her to lose.
+    reclaimed = last_attempt_at is not None and task.claimed_at is not None and task.claimed_at > last_attempt_at
+    if reclaimed:
+        retry_at = None
+    if retry_at is not None and retry_at <= now:
+        task.status = TaskStatus.OPEN
+        task.assignee = None
+        task.claimed_at = None
+        task.opened_at = task.opened_at or now
+        retry_at = None
+    _set_call_next_action(task, now=now, retry_at=retry_at)
+
+
+def _set_call_next_action(task: CallbackTask, *, now: dt.datetime, retry_at: dt.datetime | None) -> None:
+    """Escalate if the deadline has passed, then point next_action_at at whatever comes next (or nothing)."""
+    if task.escalated_at is None and task.deadline_at <= now:
+        task.escalated_at = now
+    pending = [t for t in (retry_at, task.deadline_at if task.escalated_at is None else None) if t is not None]
+    task.next_action_at = min(pending) if pending else None

@@ -299,6 +299,31 @@ if EMBEDDED:
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
+# Email (SMTP with aiosmtplib): for now the web chat's offline replies. "simulator" builds the same MIME
+# message and keeps it for the demo's patient mailbox (/simulator/mailbox/); "off" sends no email, so a
+# patient who gave only an email sees the reply on their next visit. EMAIL_SMTP_PASSWORD is read from the
+# environment when sending and never kept in settings.
+EMAIL_SMTP_HOST = envstr("EMAIL_SMTP_HOST")
+EMAIL_TRANSPORT = envchoice(
+    "EMAIL_TRANSPORT",
+    "smtp" if EMAIL_SMTP_HOST else ("simulator" if EMBEDDED else "off"),
+    ("smtp", "simulator", "off"),
+)
+EMAIL_SMTP_TLS = envbool("EMAIL_SMTP_TLS", False)  # implicit TLS ("SMTPS", usually port 465)
+EMAIL_SMTP_STARTTLS = envbool("EMAIL_SMTP_STARTTLS", not EMAIL_SMTP_TLS)
+EMAIL_SMTP_PORT = envint("EMAIL_SMTP_PORT", 465 if EMAIL_SMTP_TLS else 587, minimum=1)
+EMAIL_SMTP_USERNAME = envstr("EMAIL_SMTP_USERNAME")
+EMAIL_FROM_ADDRESS = envstr("EMAIL_FROM_ADDRESS", "" if EMAIL_TRANSPORT == "smtp" else "noreply@hospital.example")
+EMAIL_TIMEOUT_SECONDS = envint("EMAIL_TIMEOUT_SECONDS", 15, minimum=1)
+if EMAIL_SMTP_TLS and EMAIL_SMTP_STARTTLS:
+    raise ImproperlyConfigured("EMAIL_SMTP_TLS and EMAIL_SMTP_STARTTLS cannot both be true")
+if EMAIL_TRANSPORT == "smtp" and not EMAIL_SMTP_HOST:
+    raise ImproperlyConfigured("EMAIL_TRANSPORT=smtp needs EMAIL_SMTP_HOST")
+if EMAIL_SMTP_USERNAME and not os.environ.get("EMAIL_SMTP_PASSWORD"):
+    raise ImproperlyConfigured("EMAIL_SMTP_USERNAME is set but EMAIL_SMTP_PASSWORD is not")
+if EMAIL_TRANSPORT != "off" and "@" not in EMAIL_FROM_ADDRESS:
+    raise ImproperlyConfigured(f"EMAIL_FROM_ADDRESS must be an email address, got {EMAIL_FROM_ADDRESS!r}")
+
 # Post-discharge follow-up (callbacks/). Times are in the hospital's time zone (HOSPITAL_TIME_ZONE).
 FOLLOWUP_CALLING_HOURS = envstr("FOLLOWUP_CALLING_HOURS", "09:00-20:00")
 SERVICE_CASE_FIRST_CONTACT_HOURS = envint("SERVICE_CASE_FIRST_CONTACT_HOURS", 24, minimum=1)

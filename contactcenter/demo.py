@@ -130,7 +130,16 @@ def seed_demo(*, patients: int = 200, rng_seed: int = 20261123) -> dict[str, int
         _reference_data(teams)
         people = _patients(rng, teams, patients)
     conversations = _conversations(rng, inboxes, staff, people)
-    return {"teams": len(teams), "staff": len(staff), "patients": len(people), "conversations": conversations}
+    from callbacks.demo import demo_mrns, seed_followup
+
+    followup = seed_followup(rng=rng, staff=staff, mrns=demo_mrns(), survey_inbox=inboxes["service"])
+    return {
+        "teams": len(teams),
+        "staff": len(staff),
+        "patients": len(people),
+        "conversations": conversations,
+        **followup,
+    }
 
 
 def _staff(teams: dict[str, Team]) -> dict[str, User]:
@@ -213,6 +222,8 @@ def _webchat_inbox(team: Team, *, sms_inbox: Inbox) -> Inbox:
             "identity_secret_env": "WEBCHAT_IDENTITY_SECRET",
             "offline_sms_inbox_id": sms_inbox.pk,
             "offline_sms_prefix": "【康华医院】",
+            # Offline replies by email carry a link back to the chat.
+            "page_url": f"{settings.PUBLIC_BASE_URL}/webchat/demo/",
         },
     )
 

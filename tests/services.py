@@ -215,6 +215,8 @@ def pytest_load_initial_conftests(early_config: Any, parser: Any, args: list[str
     # Never the real Twilio: tests swap the SDK's HTTP client for a recording fake, and anything that
     # forgets to lands in the in-platform simulator instead of on the internet.
     os.environ.setdefault("TWILIO_TRANSPORT", "simulator")
+    # A developer's own SMTP settings must never make a test send real mail.
+    os.environ.setdefault("EMAIL_TRANSPORT", "off")
     # Django's test client calls itself "testserver"; signed webhook URLs then match what tests post.
     os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="hospital-data-"))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from callbacks import plans
-from callbacks.models import Discharge, DischargeStatus, Disposition, IntakeSource, SurveySession
+from callbacks.models import Discharge, DischargeStatus, Disposition, IntakeMessage, IntakeSource, SurveySession
 from callbacks.models.surveys import SessionStatus
 from contactcenter.actions.patients import find_patient_by_identity, resolve_patient
 from contactcenter.actions.visits import record_visit
@@ -232,3 +232,32 @@ def cancel_discharge(*, visit_number: str, reason: str) -> Discharge | None:
     )
     logger.info("discharge %s cancelled", discharge.pk)
     return discharge
+
+
+def record_intake_message(
+    *,
+    source: str,
+    message_type: str,
+    outcome: str,
+    control_id: str = "",
+    visit_number: str = "",
+    error: str = "",
+    raw: str = "",
+    discharge: Discharge | None = None,
+) -> IntakeMessage:
+    """Keep what the HIS sent and what we answered; the trail IT reads when a discharge seems missing."""
+
+    def text(value: str, limit: int | None = None) -> str:
+        # PostgreSQL text cannot hold NUL; a malformed message is still worth keeping.
+        return value.replace("\x00", "\ufffd")[:limit]
+
+    return IntakeMessage.objects.create(
+        source=source,
+        control_id=text(control_id, 100),
+        message_type=text(message_type, 20),
+        visit_number=text(visit_number, 60),
+        outcome=outcome,
+        error=text(error),
+        raw=text(raw),
+        discharge=discharge,
+    )

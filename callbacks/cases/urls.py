@@ -1,5 +1,9 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from callbacks.cases import views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", views.service_cases, name="service-cases"),
+]

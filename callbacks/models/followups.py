@@ -41,6 +41,8 @@ class CallbackTask(models.Model):
     deadline_at = models.DateTimeField()
     # When the dispatcher should next act on this row (open it, retry it, escalate it); null when nothing is pending.
     next_action_at = models.DateTimeField(null=True, blank=True)
+    # After a no-answer: the worklist hides the task until this time (next_action_at may be the deadline first).
+    retry_at = models.DateTimeField(null=True, blank=True)
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="callback_tasks"
     )

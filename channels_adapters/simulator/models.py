@@ -15,3 +15,19 @@ class SimulatedDelivery(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+class SimulatedEmail(models.Model):
+    """An email the demo 'sent': the MIME message as it would have gone to the SMTP server, shown on the
+    patient-mailbox page. Nothing leaves the machine."""
+
+    inbox = models.ForeignKey("contactcenter.Inbox", on_delete=models.CASCADE, related_name="+")
+    to = models.CharField(max_length=254)
+    subject = models.CharField(max_length=500, blank=True)
+    body = models.TextField()
+    message_id = models.CharField(max_length=200, unique=True)
+    raw = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]

@@ -9,4 +9,5 @@ urlpatterns = [
     path("send/", views.patient_sends, name="simulator-send"),
     path("threads/", views.threads, name="simulator-threads"),
     path("phones/", views.phones, name="simulator-phones"),
+    path("mailbox/", views.mailbox, name="simulator-mailbox"),
 ]

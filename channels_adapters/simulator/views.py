@@ -135,3 +135,19 @@ def phones(request: HttpRequest) -> JsonResponse:
     """The simulated phones with any traffic, most recent first: the phone page's thread list."""
     recent = SimulatedDelivery.objects.values("to").annotate(last=Max("created_at")).order_by("-last")[:30]
     return JsonResponse({"phones": [{"phone": r["to"], "last_at": r["last"].isoformat()} for r in recent]})
+
+
+MAILBOX_SIZE = 50
+
+
+@require_GET
+def mailbox(request: HttpRequest) -> HttpResponse:
+    """The patient's mailbox for the demo: the emails the platform 'sent', newest first, as they would
+    have reached the SMTP server. ?to= narrows it to one address."""
+    from channels_adapters.simulator.models import SimulatedEmail
+
+    to = request.GET.get("to", "").strip()[:254]
+    emails = SimulatedEmail.objects.order_by("-created_at", "-id")
+    if to:
+        emails = emails.filter(to__iexact=to)
+    return render(request, "simulator/mailbox.html", {"emails": list(emails[:MAILBOX_SIZE]), "to": to})

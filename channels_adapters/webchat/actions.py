@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.urls import reverse
 
 from channels_adapters.base import InboundMessage, Sender, StatusUpdate
@@ -233,3 +233,21 @@ def visitor_read(*, visitor: WebVisitor, up_to_message_id: int, conversation_ids
         ):
             moved += 1
     return moved
+
+
+class OfflineRoute(models.TextChoices):
+    SMS = "sms", "SMS"
+    EMAIL = "email", "Email"
+
+
+def record_offline_route(*, message_id: int, route: OfflineRoute) -> None:
+    """Flag a staff reply as sent by SMS or email instead of the widget, so the inbox shows how it went.
+
+    Called by the web chat adapter inside the delivery action's transaction, before it records the send.
+    """
+    with transaction.atomic():
+        message = Message.objects.select_for_update(of=("self",)).get(pk=message_id)
+        flag = f"sent_by_{route.value}"
+        if flag not in message.flags:
+            message.flags = [*message.flags, flag]
+            message.save(update_fields=["flags"])

@@ -7,7 +7,7 @@ import logging
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
@@ -18,8 +18,10 @@ from contactcenter.models import (
     Availability,
     Conversation,
     ConversationStatus,
+    Inbox,
     Label,
     Note,
+    Patient,
     Role,
     Team,
 )
@@ -111,6 +113,29 @@ def assign_round_robin(*, conversation: Conversation) -> Conversation:
     conversation.assignee_id = chosen.user_id
     conversation.save(update_fields=["assignee"])
     logger.info("conversation %s auto-assigned to user %s", conversation.pk, chosen.user_id)
+    return conversation
+
+
+def open_outbound_conversation(*, inbox: Inbox, patient: Patient) -> Conversation:
+    """The patient's live thread in this inbox for a message we start (a survey), else a new pending one.
+
+    Pending: it waits on the patient, and their reply opens it (see inbound._live_conversation), so
+    an unanswered system message does not sit in the agents' open queue.
+    """
+    live = Conversation.objects.filter(inbox=inbox, patient=patient).exclude(status=ConversationStatus.RESOLVED).first()
+    if live is not None:
+        return live
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                inbox=inbox, patient=patient, team_id=inbox.team_id, status=ConversationStatus.PENDING
+            )
+    except IntegrityError:
+        # The patient wrote in at the same moment and their message opened the thread; use it.
+        return (
+            Conversation.objects.filter(inbox=inbox, patient=patient).exclude(status=ConversationStatus.RESOLVED).get()
+        )
+    events.record(events.ConversationAdded(conversation=conversation_data(conversation)), audience_of(conversation))
     return conversation
 
 

@@ -18,6 +18,7 @@ from contactcenter.actions.conversations import assign_round_robin, audience_of
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import resolve_patient
 from contactcenter.api.shapes import conversation_data, message_data
+from contactcenter.inbound_hooks import run_inbound_hooks
 from contactcenter.models import (
     Conversation,
     ConversationStatus,
@@ -130,6 +131,8 @@ def _receive(record: InboundMessage) -> InboundResult:
             audience,
         )
     events.record(events.MessageAdded(message=message_data(message)), audience)
+    # After the message's own events, so a survey's next question lands after the reply it answers.
+    run_inbound_hooks(message=message, conversation=conversation, patient=patient, keyword=keyword)
     if keyword == HELP:
         # Carriers expect HELP to be answered; it is a service message, sent whatever the consent.
         send_outbound(

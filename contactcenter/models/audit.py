@@ -12,6 +12,8 @@ class AuditAction(models.TextChoices):
     LIST_PATIENTS = "list_patients", _("Listed patients")
     MERGE_PATIENTS = "merge_patients", _("Merged patients")
     UPDATE_PATIENT = "update_patient", _("Updated patient")
+    IMPORT_DISCHARGES = "import_discharges", _("Imported discharges")
+    EXPORT_REPORT = "export_report", _("Exported report")
 
 
 class AuditLogEntry(models.Model):

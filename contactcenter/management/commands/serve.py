@@ -4,6 +4,7 @@ and beat as separate processes (see README)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -12,6 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from contactcenter.demo import DEMO_PASSWORD, LOGINS
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -37,23 +40,42 @@ class Command(BaseCommand):
             from contactcenter.tasks import dispatch_due_work
 
             taskrunner.start_dispatcher_loop(dispatch_due_work, settings.DISPATCH_INTERVAL_SECONDS)
-        self._banner(options["host"], options["port"], seeded=not options["no_seed"])
+        hl7_address = self._start_hl7_listener()
+        self._banner(options["host"], options["port"], seeded=not options["no_seed"], hl7_address=hl7_address)
         from daphne.cli import CommandLineInterface
 
         CommandLineInterface().run(
             ["--bind", options["host"], "--port", str(options["port"]), "--proxy-headers", "config.asgi:application"]
         )
 
-    def _banner(self, host: str, port: int, *, seeded: bool) -> None:
+    def _start_hl7_listener(self) -> str:
+        if not settings.HL7_MLLP_PORT:
+            return ""
+        from callbacks.intake.mllp import ListenerThread
+
+        host, port = settings.HL7_MLLP_HOST, settings.HL7_MLLP_PORT
+        try:
+            bound_host, bound_port = ListenerThread(host=host, port=port).start()
+        except OSError as exc:
+            # The web platform is still useful without HIS intake; say why discharges will not arrive.
+            logger.warning(
+                "HL7 MLLP listener not started: cannot listen on %s:%s (%s)", host, port, exc.strerror or exc
+            )
+            return f"not started: {host}:{port} unavailable"
+        return f"mllp://{bound_host}:{bound_port}"
+
+    def _banner(self, host: str, port: int, *, seeded: bool, hl7_address: str = "") -> None:
         base = f"http://{host}:{port}"
         lines = [
             "",
             "Hospital contact center is starting",
             f"  Agent inbox      {base}/inbox/",
             f"  Patient phone    {base}/simulator/   (type as a patient; replies show up here)",
+            f"  Patient mailbox  {base}/simulator/mailbox/   (web chat replies sent by email)",
             f"  Hospital website {base}/webchat/demo/   (web chat widget; ?lang=zh-hans, ?sign_as=MRN100000)",
             f"  API docs         {base}/api/v1/docs/",
             f"  Audit log        {base}/audit/   (admin)",
+            *([f"  HL7 MLLP         {hl7_address}   (ADT^A03/A08/A11/A13 from the HIS)"] if hl7_address else []),
             f"  Mode             {'SQLite' if settings.EMBEDDED else 'PostgreSQL'}, tasks: {settings.TASK_RUNNER}",
         ]
         if seeded:

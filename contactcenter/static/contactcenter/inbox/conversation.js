@@ -596,7 +596,7 @@ export class ConversationView {
       h(
         "div",
         { class: "msg-flag", dataset: { testid: "message-flag", flag } },
-        icon("alert", "icon icon-sm"),
+        icon(flag.startsWith("sent_by_") ? "check" : "alert", "icon icon-sm"),
         h("span", null, flagText(flag)),
         flag === "likely_opt_out" && m.direction === "in"
           ? h("button", { type: "button", class: "btn btn-sm", dataset: { testid: "record-opt-out" }, onclick: (event) => this.#recordOptOut(m, event.currentTarget) }, t("record_opt_out"))
@@ -723,6 +723,9 @@ function statusRank(status) {
 
 function flagText(flag) {
   if (flag === "likely_opt_out") return t("flag_likely_opt_out");
+  // The widget was closed when the agent replied, so the reply went to the contact the visitor gave.
+  if (flag === "sent_by_sms") return t("flag_sent_by_sms");
+  if (flag === "sent_by_email") return t("flag_sent_by_email");
   return flag;
 }
 
