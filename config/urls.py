@@ -10,6 +10,8 @@ urlpatterns = [
     path("api/v1/his/", include("callbacks.intake.api_urls")),
     path("api/v1/followup/", include("callbacks.api_urls")),
     path("followup/", include("callbacks.urls")),
+    path("api/v1/campaigns/", include("campaigns.api_urls")),
+    path("campaigns/", include("campaigns.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("webhooks/twilio/sms/", include("channels_adapters.sms.urls")),
     path("settings/inboxes/sms/", include("channels_adapters.sms.settings_urls")),
