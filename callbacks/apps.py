@@ -14,7 +14,8 @@ class CallbacksConfig(AppConfig):
         from contactcenter.inbound_hooks import register_inbound_hook
 
         # Time lives in the database: the one periodic job picks up whatever of ours is due.
-        register_due_work("followup_tasks", lambda: dispatch_due_tasks())
+        # The 09:00 burst after a weekend is thousands of rows; the dispatcher still commits in batches of 200.
+        register_due_work("followup_tasks", lambda: dispatch_due_tasks(limit=20_000))
         register_due_work("survey_sessions", lambda: run_due_sessions())
         register_due_work("service_cases", lambda: escalate_overdue_cases())
         # An inbound SMS from a patient taking a survey answers it (and stays in the inbox too).

@@ -11,7 +11,8 @@ What a due row means, by its state:
 - scheduled SMS survey     → open it and start the survey (start_survey); if the patient cannot be surveyed
                              after all, it becomes a call on the worklist
 - open call, past deadline → escalate (once); the worklist shows escalated tasks to supervisors
-- call waiting for a retry → back on the worklist, unassigned
+- call waiting for a retry → back on the worklist, unassigned (the worklist's record_attempt set retry_at and
+                             next_action_at = plans.retry_next_action(task, retry_at))
 Every transition leaves next_action_at at the next moment something is due, or None, so finished rows
 are never read again.
 """
@@ -23,16 +24,16 @@ import logging
 from collections import defaultdict
 
 from django.db import connection, transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from callbacks import business_calendar, plans
-from callbacks.models import OPEN_STATUSES, CallAttempt, CallbackTask, TaskKind, TaskStatus
+from callbacks.models import OPEN_STATUSES, CallbackTask, TaskKind, TaskStatus
 from callbacks.surveys import flow as survey_flow
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 100
+BATCH_SIZE = 200
 # A survey that failed to start for an unexpected reason is tried again this much later, not every tick.
 SURVEY_START_BACKOFF = dt.timedelta(minutes=15)
 
@@ -69,20 +70,23 @@ def _dispatch_batch(*, now: dt.datetime, size: int, sms_window_opens: dt.datetim
         tasks = list(due[:size])
         if not tasks:
             return 0
-        last_attempts = _last_attempts([t.pk for t in tasks if t.kind == TaskKind.CALL and t.attempt_count])
         # Rows that end up with the same changes are written with one UPDATE: at 09:00 a whole weekend's
         # first calls come due together, and a statement per row would make the last of them late.
         same_changes: dict[tuple[tuple[str, object], ...], list[int]] = defaultdict(list)
+        surveys: list[CallbackTask] = []
         escalated = 0
         for task in tasks:
             before = {name: getattr(task, name) for name in _STATE_FIELDS}
             if task.kind == TaskKind.SMS_SURVEY and task.status == TaskStatus.SCHEDULED:
                 if sms_window_opens <= now:
-                    _start_survey(task, now=now)
-                    continue
-                task.next_action_at = sms_window_opens
+                    task.status = TaskStatus.OPEN
+                    task.opened_at = task.opened_at or now
+                    task.next_action_at = None
+                    surveys.append(task)
+                else:
+                    task.next_action_at = sms_window_opens
             elif task.kind == TaskKind.CALL and task.status in OPEN_STATUSES:
-                _advance_call(task, now=now, last_attempt_at=last_attempts.get(task.pk))
+                _advance_call(task, now=now)
             else:
                 # Finished, or an SMS survey already running (the survey session has its own clock).
                 task.next_action_at = None
@@ -95,24 +99,16 @@ def _dispatch_batch(*, now: dt.datetime, size: int, sms_window_opens: dt.datetim
         for change, ids in same_changes.items():
             values = {name: F("deadline_at") if value is _DEADLINE else value for name, value in change}
             CallbackTask.objects.filter(pk__in=ids).update(**values)
+        # After the UPDATEs: start_survey links its session to a task that is already open in the database.
+        for task in surveys:
+            _start_survey(task, now=now)
     if escalated:
         logger.warning("%d callback task(s) escalated: contact deadline passed", escalated)
     return len(tasks)
 
 
-def _last_attempts(task_ids: list[int]) -> dict[int, dt.datetime]:
-    if not task_ids:
-        return {}
-    rows = CallAttempt.objects.filter(task_id__in=task_ids).values("task_id").annotate(at=Max("attempted_at"))
-    return {row["task_id"]: row["at"] for row in rows}
-
-
 def _start_survey(task: CallbackTask, *, now: dt.datetime) -> None:
-    task.status = TaskStatus.OPEN
-    task.opened_at = task.opened_at or now
-    task.next_action_at = None
-    # Saved before the survey starts: start_survey links its session to the task and may save the task.
-    task.save(update_fields=_SAVE_FIELDS)
+    """Start the survey of a task already marked open; on failure put it back to be tried again later."""
     try:
         # A savepoint, so a survey that fails half-way leaves nothing behind but the task we retry later.
         with transaction.atomic():
@@ -133,22 +129,20 @@ def _start_survey(task: CallbackTask, *, now: dt.datetime) -> None:
         task.save(update_fields=["kind", "plan_note", "next_action_at", "escalated_at"])
 
 
-def _advance_call(task: CallbackTask, *, now: dt.datetime, last_attempt_at: dt.datetime | None) -> None:
+def _advance_call(task: CallbackTask, *, now: dt.datetime) -> None:
     if task.status == TaskStatus.SCHEDULED and task.opened_at is None and not task.attempt_count:
         task.status = TaskStatus.OPEN
         task.opened_at = now
         _set_call_next_action(task, now=now, retry_at=None)
         return
     # Already on the worklist at least once: this is the deadline, a retry coming due, or both.
-    retry_at = plans.schedule_retry(task, last_attempt_at) if last_attempt_at is not None else None
-    # A nurse who claimed the task after the last attempt is on it already; the retry is not for her to lose.
-    reclaimed = last_attempt_at is not None and task.claimed_at is not None and task.claimed_at > last_attempt_at
-    if reclaimed:
-        retry_at = None
+    retry_at = task.retry_at
     if retry_at is not None and retry_at <= now:
-        task.status = TaskStatus.OPEN
-        task.assignee = None
-        task.claimed_at = None
+        # The worklist hid the task until retry_at; it is back on the shared list now. A nurse who picked it
+        # up in the meantime keeps it.
+        if task.assignee_id is None:
+            task.status = TaskStatus.OPEN
+            task.claimed_at = None
         task.opened_at = task.opened_at or now
         retry_at = None
     _set_call_next_action(task, now=now, retry_at=retry_at)

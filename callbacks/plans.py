@@ -373,9 +373,9 @@ def cancel_follow_up(discharge: Discharge) -> int:
 def schedule_retry(task: CallbackTask, now: dt.datetime) -> dt.datetime | None:
     """When to try this call again: retry_interval_hours from now, inside calling hours on a business day.
 
-    None when the task has used its attempts (the caller marks it unreachable). The caller records the
-    attempt (attempt_count already counts it), then sets ``task.next_action_at = retry_next_action(task, at)``;
-    the dispatcher puts the task back on the worklist, unassigned, when the retry time comes.
+    None when the task has used its attempts (the caller marks it unreachable). The worklist's
+    record_attempt counts the attempt first, then stores ``task.retry_at`` and
+    ``task.next_action_at = retry_next_action(task, retry_at)``.
     """
     if task.attempt_count >= task.max_attempts:
         return None
@@ -383,10 +383,10 @@ def schedule_retry(task: CallbackTask, now: dt.datetime) -> dt.datetime | None:
 
 
 def retry_next_action(task: CallbackTask, retry_at: dt.datetime) -> dt.datetime:
-    """The next_action_at for a task waiting to be retried: the retry time, or the deadline if that comes first.
+    """The next_action_at of a task waiting for a retry: the retry time, or the deadline if that comes first.
 
-    The dispatcher escalates at the deadline and then still reopens the task at the retry time (it works
-    the retry time out again from the last attempt), so neither moment is lost.
+    The dispatcher escalates at the deadline and then points next_action_at at retry_at again, so neither
+    moment is lost.
     """
     if task.escalated_at is None and task.deadline_at < retry_at:
         return task.deadline_at

@@ -7,4 +7,5 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("campaigns.ui.urls")),
     path("analytics/", include("campaigns.analytics.urls")),
+    path("lifecycle/", include("campaigns.lifecycle_urls")),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import zoneinfo
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -237,6 +238,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "IdentityKindEnum": "contactcenter.models.patients.IdentityKind",
         "VisitKindEnum": "contactcenter.models.patients.VisitKind",
+        "SegmentKindEnum": "campaigns.models.segments.SegmentKind",
     },
 }
 
@@ -335,3 +337,16 @@ HIS_API_TOKEN = envstr("HIS_API_TOKEN")
 if EMBEDDED:
     os.environ.setdefault("HIS_API_TOKEN", "embedded-demo-his-token")
     HIS_API_TOKEN = HIS_API_TOKEN or "embedded-demo-his-token"
+
+# SMS campaigns (campaigns/): the cost estimate's price per SMS segment, and the hospital's name for the
+# {{ hospital }} placeholder (English and Chinese).
+CAMPAIGN_CURRENCY = envstr("CAMPAIGN_CURRENCY", "CNY")
+try:
+    CAMPAIGN_PRICE_PER_SEGMENT = Decimal(envstr("CAMPAIGN_PRICE_PER_SEGMENT", "0.05"))
+except InvalidOperation:
+    raise ImproperlyConfigured("CAMPAIGN_PRICE_PER_SEGMENT must be a decimal number, e.g. 0.05") from None
+if not CAMPAIGN_PRICE_PER_SEGMENT.is_finite() or CAMPAIGN_PRICE_PER_SEGMENT < 0:
+    raise ImproperlyConfigured("CAMPAIGN_PRICE_PER_SEGMENT must be a number of at least 0")
+HOSPITAL_NAME = envstr("HOSPITAL_NAME", "Our hospital")
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["CampaignStatusEnum"] = "campaigns.models.campaigns.CampaignStatus"  # type: ignore[index]
+HOSPITAL_NAME_ZH = envstr("HOSPITAL_NAME_ZH", "本院")

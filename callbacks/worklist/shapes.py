@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.utils.translation import gettext
 from rest_framework import serializers
 
 from callbacks.models import CallAttempt, CallbackTask, CallOutcome, ServiceCase
@@ -27,7 +28,8 @@ def task_row(task: CallbackTask, *, now: dt.datetime) -> dict[str, Any]:
         "kind": task.kind,
         "status": task.status,
         "outcome": task.outcome,
-        "plan_note": task.plan_note,
+        # Stored in English (the planner runs without a language); shown in the nurse's.
+        "plan_note": gettext(task.plan_note) if task.plan_note else "",
         "patient": {
             "id": task.patient_id,
             "name": task.patient.name,

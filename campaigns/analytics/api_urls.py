@@ -1,5 +1,11 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from campaigns.analytics import api
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("overview/", api.OverviewAnalyticsView.as_view(), name="api-campaigns-analytics-overview"),
+    path("segments/<int:segment_id>/", api.SegmentAnalyticsView.as_view(), name="api-segment-analytics"),
+    path("<int:campaign_id>/", api.CampaignAnalyticsView.as_view(), name="api-campaign-analytics"),
+]

@@ -33,6 +33,8 @@ class LifecycleRules(models.Model):
     benefit_min_visits = models.PositiveSmallIntegerField(default=3)
     window_months = models.PositiveSmallIntegerField(default=24)
     updated_at = models.DateTimeField(auto_now=True)
+    # The hospital-local date of the last nightly recompute, so the periodic job runs it once a night.
+    nightly_recomputed_on = models.DateField(null=True, blank=True)
 
     def __str__(self) -> str:
         return "Lifecycle rules"
@@ -46,6 +48,9 @@ class PatientLifecycle(models.Model):
     value_type = models.CharField(max_length=12, choices=ValueType.choices, blank=True)
     visit_count = models.PositiveIntegerField(default=0)
     total_spend = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    # Within LifecycleRules.window_months before computed_at: what the value type was decided on.
+    window_visit_count = models.PositiveIntegerField(default=0)
+    window_spend = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
     first_visit_at = models.DateTimeField(null=True, blank=True)
     last_visit_at = models.DateTimeField(null=True, blank=True)
     # Human-readable reason shown in the UI, e.g. "3 visits, last 14 months ago → lapsed".

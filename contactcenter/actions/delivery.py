@@ -12,6 +12,7 @@ from channels_adapters.base import AdapterError, OutboundMessage, StatusUpdate, 
 from contactcenter import events
 from contactcenter.actions.conversations import audience_of
 from contactcenter.models import Message, MessageStatus, PatientIdentity
+from contactcenter.status_hooks import run_status_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def _move(message: Message, status: str) -> bool:
     if status == message.status:
         return False
     now = timezone.now()
+    old = message.status
     message.status = status
     message.status_changed_at = now
     fields = ["status", "status_changed_at"]
@@ -161,6 +163,7 @@ def _move(message: Message, status: str) -> bool:
         setattr(message, stamp, now)
         fields.append(stamp)
     message.save(update_fields=fields)
+    run_status_hooks(message=message, old=old, new=status)
     conversation = message.conversation
     events.record(
         events.MessageStatusChanged(

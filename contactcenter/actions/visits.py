@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.db import transaction
 
 from contactcenter.models import Patient, Team, Visit
+from contactcenter.visit_hooks import run_visit_hooks_on_commit
 
 
 @transaction.atomic
@@ -24,6 +25,8 @@ def record_visit(
     amount: Decimal = Decimal("0"),
 ) -> Visit:
     """Create or update a visit; idempotent on the hospital's visit number."""
+    # A corrected record can move a visit to another patient: both patients' derived data changes.
+    previous_patient_id = Visit.objects.filter(visit_number=visit_number).values_list("patient_id", flat=True).first()
     visit, _created = Visit.objects.update_or_create(
         visit_number=visit_number,
         defaults={
@@ -39,4 +42,5 @@ def record_visit(
             "amount": amount,
         },
     )
+    run_visit_hooks_on_commit({patient.pk, previous_patient_id or patient.pk})
     return visit

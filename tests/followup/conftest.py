@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -43,6 +43,16 @@ def discharge_record(**overrides: Any) -> DischargeRecord:
     }
     values.update(overrides)
     return DischargeRecord(**values)
+
+
+@pytest.fixture(autouse=True)
+def fresh_business_calendar() -> Iterator[None]:
+    # The calendar caches CalendarDay rows for a minute; a test's rolled-back holidays must not leak into the next.
+    from callbacks.business_calendar import clear_calendar_cache
+
+    clear_calendar_cache()
+    yield
+    clear_calendar_cache()
 
 
 @pytest.fixture

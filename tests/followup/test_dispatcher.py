@@ -14,7 +14,8 @@ from django.db import connection
 
 from callbacks import business_calendar, dispatcher, plans
 from callbacks.actions.discharges import DischargeResult, record_discharge
-from callbacks.models import CallAttempt, CallbackTask, CallOutcome, Discharge, TaskKind, TaskStatus
+from callbacks.actions.worklist import claim_task, record_attempt
+from callbacks.models import CallbackTask, CallOutcome, Discharge, TaskKind, TaskStatus
 from callbacks.surveys import flow as survey_flow
 from tests.followup.conftest import discharge_record
 
@@ -196,69 +197,74 @@ def test_a_call_opened_after_its_deadline_is_escalated_at_once(db: Any) -> None:
 # --- retries ----------------------------------------------------------------------------------------
 
 
-def fail_attempt(call: CallbackTask, nurse: Any, when: dt.datetime) -> dt.datetime:
-    """What the worklist's record_attempt does after a no-answer, through the plans helpers."""
-    call = fresh(call)
-    CallAttempt.objects.create(task=call, nurse=nurse, outcome=CallOutcome.NO_ANSWER, attempted_at=when)
-    call.attempt_count += 1
-    retry_at = plans.schedule_retry(call, when)
-    assert retry_at is not None
-    call.next_action_at = plans.retry_next_action(call, retry_at)
-    call.save(update_fields=["attempt_count", "next_action_at"])
-    return retry_at
+def no_answer(call: CallbackTask, nurse: Any, when: dt.datetime) -> dt.datetime:
+    """A nurse claims the call and gets no answer, through the worklist's own actions."""
+    claim_task(task=fresh(call), nurse=nurse, now=when)
+    record_attempt(task=fresh(call), nurse=nurse, outcome=CallOutcome.NO_ANSWER, now=when)
+    waiting = fresh(call)
+    assert waiting.retry_at is not None
+    return waiting.retry_at
 
 
-def test_a_no_answer_comes_back_to_the_worklist_unassigned_at_the_retry_time(db: Any, world: Any) -> None:
+def test_a_no_answer_comes_back_to_the_worklist_at_the_retry_time(world: Any) -> None:
     call = task(discharge())
     dispatcher.dispatch_due_tasks(now=MONDAY_10)
-    CallbackTask.objects.filter(pk=call.pk).update(
-        status=TaskStatus.IN_PROGRESS, assignee=world.nina, claimed_at=MONDAY_10
-    )
-    retry_at = fail_attempt(call, world.nina, at(2026, 11, 23, 10, 5))
+    retry_at = no_answer(call, world.nina, at(2026, 11, 23, 10, 5))
     assert retry_at == at(2026, 11, 23, 14, 5)
+    assert fresh(call).next_action_at == retry_at
 
     assert dispatcher.dispatch_due_tasks(now=at(2026, 11, 23, 14, 0)) == 0
     assert dispatcher.dispatch_due_tasks(now=retry_at) == 1
     back = fresh(call)
     assert (back.status, back.assignee_id, back.claimed_at) == (TaskStatus.OPEN, None, None)
+    # Next stop: the deadline, for escalation; nothing in between.
     assert back.next_action_at == back.deadline_at
     assert back.escalated_at is None
+    assert dispatcher.dispatch_due_tasks(now=retry_at + dt.timedelta(hours=2)) == 0
 
 
-def test_a_retry_after_the_deadline_escalates_first_and_still_reopens(db: Any, world: Any) -> None:
+def test_a_retry_after_the_deadline_escalates_first_and_still_reopens(world: Any) -> None:
     call = task(discharge())
     dispatcher.dispatch_due_tasks(now=MONDAY_10)
-    CallbackTask.objects.filter(pk=call.pk).update(
-        status=TaskStatus.IN_PROGRESS, assignee=world.nina, claimed_at=MONDAY_10
-    )
     # Tuesday 19:30: four hours later is after hours, so the retry is Wednesday 09:00, past the deadline.
-    retry_at = fail_attempt(call, world.nina, at(2026, 11, 24, 19, 30))
+    retry_at = no_answer(call, world.nina, at(2026, 11, 24, 19, 30))
     assert retry_at == at(2026, 11, 25, 9, 0)
     assert fresh(call).next_action_at == fresh(call).deadline_at
 
     dispatcher.dispatch_due_tasks(now=at(2026, 11, 25, 0, 0))
     escalated = fresh(call)
     assert escalated.escalated_at == at(2026, 11, 25, 0, 0)
-    assert escalated.assignee_id == world.nina.pk
     assert escalated.next_action_at == retry_at
 
-    dispatcher.dispatch_due_tasks(now=retry_at)
+    assert dispatcher.dispatch_due_tasks(now=retry_at) == 1
     back = fresh(call)
     assert (back.status, back.assignee_id, back.next_action_at) == (TaskStatus.OPEN, None, None)
 
 
-def test_a_nurse_who_picked_the_task_up_again_is_not_unassigned_by_the_deadline(db: Any, world: Any) -> None:
+def test_a_nurse_who_picked_the_task_up_again_keeps_it_at_the_deadline(world: Any) -> None:
     call = task(discharge())
     dispatcher.dispatch_due_tasks(now=MONDAY_10)
-    retry_at = fail_attempt(call, world.nina, at(2026, 11, 23, 10, 5))
+    retry_at = no_answer(call, world.nina, at(2026, 11, 23, 10, 5))
     dispatcher.dispatch_due_tasks(now=retry_at)
-    CallbackTask.objects.filter(pk=call.pk).update(
-        status=TaskStatus.IN_PROGRESS, assignee=world.nina, claimed_at=retry_at + dt.timedelta(minutes=5)
-    )
+    claim_task(task=fresh(call), nurse=world.nina, now=retry_at + dt.timedelta(minutes=5))
     dispatcher.dispatch_due_tasks(now=at(2026, 11, 25, 0, 0))
     escalated = fresh(call)
     assert escalated.escalated_at is not None
     assert (escalated.status, escalated.assignee_id) == (TaskStatus.IN_PROGRESS, world.nina.pk)
+    assert escalated.next_action_at is None
+
+
+def test_a_nurse_who_claimed_during_the_retry_wait_keeps_it_at_the_retry_time(world: Any) -> None:
+    call = task(discharge())
+    dispatcher.dispatch_due_tasks(now=MONDAY_10)
+    retry_at = no_answer(call, world.nina, at(2026, 11, 23, 10, 5))
+    CallbackTask.objects.filter(pk=call.pk).update(
+        status=TaskStatus.IN_PROGRESS, assignee=world.nina, claimed_at=at(2026, 11, 23, 13, 0)
+    )
+    dispatcher.dispatch_due_tasks(now=retry_at)
+    kept = fresh(call)
+    assert (kept.status, kept.assignee_id) == (TaskStatus.IN_PROGRESS, world.nina.pk)
+    assert kept.next_action_at == kept.deadline_at
 
 
 def test_the_limit_caps_one_run_and_the_rest_follow_in_the_next(db: Any) -> None:

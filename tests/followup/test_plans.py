@@ -320,3 +320,34 @@ def test_a_retry_after_the_deadline_waits_for_the_deadline_first(defaults: None,
     assert plans.retry_next_action(task, late_retry) == task.deadline_at
     task.escalated_at = task.deadline_at
     assert plans.retry_next_action(task, late_retry) == late_retry
+
+
+# --- the admin where hospital IT configures plans ---------------------------------------------------
+
+
+def test_admins_configure_plans_in_the_admin_and_reading_a_task_there_is_audited(
+    defaults: None, make_discharge: MakeDischarge, client: Any
+) -> None:
+    from django.contrib.auth.models import User
+
+    from contactcenter.models import AuditLogEntry
+
+    it = User.objects.create_superuser("it-admin", password="correct-horse-battery")
+    client.force_login(it)
+    plan_id = FollowUpPlan.objects.get(name=CARDIOLOGY_PLAN_NAME).pk
+    for url in (
+        "/django-admin/callbacks/followupplan/",
+        f"/django-admin/callbacks/followupplan/{plan_id}/change/",
+        "/django-admin/callbacks/survey/",
+        "/django-admin/callbacks/callscript/",
+        "/django-admin/callbacks/calendarday/",
+        "/django-admin/callbacks/callbacktask/",
+        "/django-admin/callbacks/intakemessage/",
+    ):
+        assert client.get(url).status_code == 200, url
+    task = tasks_of(make_discharge().discharge)[0]
+    assert client.get(f"/django-admin/callbacks/callbacktask/{task.pk}/change/").status_code == 200
+    entry = AuditLogEntry.objects.get(object_type="callbacktask", object_id=str(task.pk))
+    assert (entry.actor_id, entry.patient_id) == (it.pk, task.patient_id)
+    # Tasks are written by actions only.
+    assert client.get("/django-admin/callbacks/callbacktask/add/").status_code == 403

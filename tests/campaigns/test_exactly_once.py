@@ -1,0 +1,262 @@
+"""Exactly once with real workers: a Celery worker on Redis is killed (SIGKILL) in the middle of a
+2,000-recipient campaign, a new worker is started, and the campaign finishes.
+
+Everything is the production path: the run_campaign task on a worker (threads pool, so deliveries run
+beside the campaign and the kill lands wherever it lands), deliveries as their own tasks, the twilio SDK
+(its HTTP client replaced by a recording fake that writes every accepted message to Redis, so both
+workers' sends are counted in one place), Celery's own redelivery of unacknowledged tasks, and the
+campaign dispatcher restarting a run whose lease lapsed.
+
+Two numbers in the workers are shortened so the test takes a minute rather than an hour: the broker's
+visibility timeout (Celery's redelivery of a dead worker's tasks) and the engine's lease. Neither changes
+what happens, only when.
+
+What is promised, and checked: every recipient has exactly one message row; no number is sent to twice;
+every message reaches the provider once, except a message whose worker died between committing
+"sending" and Twilio reading the request. Twilio has no idempotency key for Messages, so such a message
+is never sent again rather than risk a double; it stays "sending" with no SID (at most one per delivery
+thread that was mid-send at the kill) — see campaigns/sending/engine.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignRecipient, CampaignStatus, RecipientState, Segment
+from campaigns.sending import throttle
+from campaigns.sending.engine import dispatch_due_campaigns
+from channels_adapters.base import StatusUpdate
+from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
+from contactcenter.actions.delivery import update_message_status
+from contactcenter.models import IdentityKind, Message, MessageStatus, Patient, PatientIdentity, SenderKind
+from contactcenter.taskrunner import enqueue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+# 2,000 in the issue's example; 1,000 keeps the run near three minutes on a shared two-CPU machine, where
+# each message costs a worker ~100 ms (mostly publishing event hints; see bench/README.md#campaign).
+RECIPIENTS = 1000
+THREADS = 4
+TOKEN = "test-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC8f0e3b5e2f2a4c6d9b1a7e5c3d2f1a0b"
+NUMBER = "+8610123456781"
+SENDS_KEY = "test:fake-twilio:sends"
+SID_KEY = "test:fake-twilio:sid"
+LEASE_SECONDS = 3
+
+# The worker: the real Celery worker, with the recording Twilio fake installed and the two timeouts shortened.
+WORKER_BOOT = f"""
+import datetime as dt, json, os, sys
+import django
+django.setup()
+import redis
+from twilio.http.response import Response
+import channels_adapters.sms.transport as transport
+from campaigns.sending import engine
+from config.celery import app
+from tests.twilio_fake import RecordingTwilioHttpClient, fixture
+
+shared = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+class SharedRecordingTwilio(RecordingTwilioHttpClient):
+    def request(self, method, uri, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False):
+        sid = "SM%032x" % shared.incr({SID_KEY!r})
+        callback = str(data["StatusCallback"])
+        # Recorded when Twilio has the message: a kill after this line is "accepted, answer lost".
+        shared.rpush({SENDS_KEY!r}, json.dumps({{"to": data["To"], "sid": sid, "message": callback.split("message=")[1]}}))
+        created = fixture("api_message_created.json")
+        created.update(sid=sid, to=data["To"], body=data["Body"])
+        return Response(201, json.dumps(created))
+
+fake = SharedRecordingTwilio()
+transport.http_client = lambda: fake
+engine.LEASE = dt.timedelta(seconds={LEASE_SECONDS})
+engine.STALLED_DELIVERY = dt.timedelta(seconds=5)
+app.conf.broker_transport_options = {{
+    "visibility_timeout": 8, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
+}}
+app.worker_main(["worker", "--pool", "threads", "--concurrency", "{THREADS}", "--loglevel", "WARNING",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat"])
+"""
+
+
+@pytest.fixture
+def start_worker(settings: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    settings.TASK_RUNNER = "celery"
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "TASK_RUNNER": "celery",
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "PUBLIC_BASE_URL": "http://testserver",
+    }
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        log = tempfile.NamedTemporaryFile(prefix="campaign-worker-", suffix=".log", delete=False)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER_BOOT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        started.append((proc, log))
+        return proc
+
+    yield start
+    for proc, log in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        # Shown by pytest when the test fails.
+        print(f"--- {log.name} ---\n" + Path(log.name).read_text(errors="replace")[-4000:])
+        os.unlink(log.name)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def recorded_sends(shared: redis.Redis) -> list[dict[str, str]]:
+    return [json.loads(raw) for raw in shared.lrange(SENDS_KEY, 0, -1)]
+
+
+def make_campaign() -> Campaign:
+    from contactcenter.models import Team
+
+    team = Team.objects.create(code="marketing", name="Marketing")
+    inbox = save_sms_inbox(
+        inbox=None,
+        settings=SmsInboxSettings(
+            name="Marketing SMS",
+            team=team,
+            account_sid=ACCOUNT_SID,
+            auth_token_env="TWILIO_AUTH_TOKEN",
+            phone_numbers=[NUMBER],
+            messaging_service_sid="",
+            auto_assign=False,
+        ),
+    )
+    throttle.reset(throttle.sender_key(inbox))
+    patients = Patient.objects.bulk_create(
+        Patient(given_name=f"P{i}", name=f"P{i}", language="en") for i in range(RECIPIENTS)
+    )
+    phones = [f"+8613{i:09d}" for i in range(RECIPIENTS)]
+    PatientIdentity.objects.bulk_create(
+        PatientIdentity(patient=p, kind=IdentityKind.PHONE, value=phone)
+        for p, phone in zip(patients, phones, strict=True)
+    )
+    local_now = timezone.localtime()
+    campaign = Campaign.objects.create(
+        name="Kill test",
+        segment=Segment.objects.create(name="Everyone"),
+        inbox=inbox,
+        body="Hi {{ first_name }}, your check-up is due.",
+        status=CampaignStatus.RUNNING,
+        # High enough that the pipeline, not the limiter, sets the pace.
+        messages_per_second=2000,
+        # Quiet hours well away from now: the test must not depend on the time of day it runs at.
+        quiet_hours_start=(local_now + dt.timedelta(hours=6)).time().replace(second=0, microsecond=0),
+        quiet_hours_end=(local_now + dt.timedelta(hours=7)).time().replace(second=0, microsecond=0),
+    )
+    CampaignRecipient.objects.bulk_create(
+        CampaignRecipient(campaign=campaign, patient=p, phone=phone, time_zone="Asia/Shanghai")
+        for p, phone in zip(patients, phones, strict=True)
+    )
+    return campaign
+
+
+def test_worker_killed_mid_campaign_and_replaced_sends_every_recipient_exactly_once(
+    start_worker: Callable[[], subprocess.Popen[bytes]],
+) -> None:
+    from config.celery import app
+
+    shared = redis.Redis.from_url(django_settings.REDIS_URL)
+    shared.delete(SENDS_KEY, SID_KEY)
+    app.control.purge()
+    campaign = make_campaign()
+
+    first = start_worker()
+    enqueue("campaigns.tasks.run_campaign", campaign_id=campaign.pk)
+
+    # Mid-run: part of the recipients have their message, part of those reached Twilio, deliveries are queued.
+    def mid_run() -> bool:
+        sent = CampaignRecipient.objects.filter(campaign=campaign, state=RecipientState.SENT).count()
+        return sent >= RECIPIENTS // 4 and shared.llen(SENDS_KEY) >= 20
+
+    assert wait_for(mid_run, timeout=300), "the first worker never got going"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    at_kill = CampaignRecipient.objects.filter(campaign=campaign, state=RecipientState.SENT).count()
+    assert 0 < at_kill < RECIPIENTS, at_kill
+
+    start_worker()
+    # The run's lease lapses (its worker is dead): the dispatcher starts another. Celery's redelivery of
+    # the dead worker's unacknowledged tasks may start one too; either way each recipient is sent once.
+    assert wait_for(lambda: dispatch_due_campaigns() > 0, timeout=LEASE_SECONDS + 30, step=0.5)
+
+    def finished() -> bool:
+        done = Campaign.objects.filter(pk=campaign.pk, status=CampaignStatus.COMPLETED).exists()
+        queued = Message.objects.filter(sender_kind=SenderKind.CAMPAIGN, status=MessageStatus.QUEUED).exists()
+        return done and not queued
+
+    assert wait_for(finished, timeout=900, step=1.0), (
+        Campaign.objects.get(pk=campaign.pk).status,
+        Counter(Message.objects.filter(sender_kind=SenderKind.CAMPAIGN).values_list("status", flat=True)),
+    )
+
+    # Twilio reports each message it accepted: this also settles sends whose API answer died with the worker.
+    sends = recorded_sends(shared)
+    for send in sends:
+        update_message_status(
+            inbox_id=campaign.inbox_id,
+            update=StatusUpdate(provider_message_id=send["sid"], status=MessageStatus.DELIVERED),
+            message_id=int(send["message"]),
+        )
+
+    recipients = list(CampaignRecipient.objects.filter(campaign=campaign).select_related("message"))
+    assert len(recipients) == RECIPIENTS
+    assert all(r.message is not None for r in recipients)
+    assert len({r.message_id for r in recipients}) == RECIPIENTS
+    per_patient = Counter(
+        Message.objects.filter(sender_kind=SenderKind.CAMPAIGN).values_list("conversation__patient_id", flat=True)
+    )
+    assert len(per_patient) == RECIPIENTS
+    assert max(per_patient.values()) == 1
+    per_number = Counter(s["to"] for s in sends)
+    assert max(per_number.values()) == 1, [n for n, c in per_number.items() if c > 1][:5]
+    per_message = Counter(s["message"] for s in sends)
+    assert max(per_message.values()) == 1
+
+    unknown = [r for r in recipients if r.message.provider_message_id is None]
+    delivered = [r for r in recipients if r.state == RecipientState.DELIVERED]
+    assert len(delivered) + len(unknown) == RECIPIENTS
+    assert len(per_number) + len(unknown) == RECIPIENTS
+    # Only a delivery that was between its "sending" commit and Twilio at the kill can be unknown.
+    assert len(unknown) <= THREADS, len(unknown)
+    assert all(r.message.status == MessageStatus.SENDING for r in unknown)
