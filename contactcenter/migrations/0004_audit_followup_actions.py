@@ -4,15 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contactcenter', '0003_inbox_query_indexes'),
+        ("contactcenter", "0003_inbox_query_indexes"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditlogentry',
-            name='action',
-            field=models.CharField(choices=[('view_patient', 'Viewed patient profile'), ('view_conversation', 'Viewed conversation'), ('list_patients', 'Listed patients'), ('merge_patients', 'Merged patients'), ('update_patient', 'Updated patient'), ('import_discharges', 'Imported discharges'), ('export_report', 'Exported report')], max_length=30),
+            model_name="auditlogentry",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("view_patient", "Viewed patient profile"),
+                    ("view_conversation", "Viewed conversation"),
+                    ("list_patients", "Listed patients"),
+                    ("merge_patients", "Merged patients"),
+                    ("update_patient", "Updated patient"),
+                    ("import_discharges", "Imported discharges"),
+                    ("export_report", "Exported report"),
+                ],
+                max_length=30,
+            ),
         ),
     ]
