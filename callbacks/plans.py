@@ -42,7 +42,7 @@ from contactcenter.models import Consent, ConsentStatus, IdentityKind, PatientId
 logger = logging.getLogger(__name__)
 
 # Stored in English and translated where shown ({% translate task.plan_note %}), so one row reads right in
-# either language; callbacks/locale_fragments/plans.po has the Chinese.
+# either language; locale/zh_Hans has the Chinese.
 NOTE_EXPIRED = gettext_noop("No follow-up contact: the patient died in hospital.")
 NOTE_TRANSFERRED = gettext_noop("No survey: the patient was transferred to another facility.")
 NOTE_NO_MOBILE = gettext_noop("Call instead of the SMS survey: no mobile number on file.")

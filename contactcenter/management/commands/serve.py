@@ -73,6 +73,8 @@ class Command(BaseCommand):
             f"  Patient phone    {base}/simulator/   (type as a patient; replies show up here)",
             f"  Patient mailbox  {base}/simulator/mailbox/   (web chat replies sent by email)",
             f"  Hospital website {base}/webchat/demo/   (web chat widget; ?lang=zh-hans, ?sign_as=MRN100000)",
+            f"  Follow-up        {base}/followup/   (nurse1: worklist; supervisor: cases, reports)",
+            f"  Campaigns        {base}/campaigns/   (marketer)",
             f"  API docs         {base}/api/v1/docs/",
             f"  Audit log        {base}/audit/   (admin)",
             *([f"  HL7 MLLP         {hl7_address}   (ADT^A03/A08/A11/A13 from the HIS)"] if hl7_address else []),
