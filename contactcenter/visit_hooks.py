@@ -36,7 +36,7 @@ def run_visit_hooks_on_commit(patient_ids: Iterable[int]) -> None:
     # is one recompute of 5,000 patients. The pending set lives as long as its on-commit callback; a
     # rolled-back (savepoint) block drops the callback, and the next visit starts a fresh set.
     pending: _Pending | None = getattr(connection, "_visit_hooks_pending", None)
-    if pending is None or not any(entry[1] is pending.flush for entry in connection.run_on_commit):
+    if pending is None or not any(entry[1] == pending.flush for entry in connection.run_on_commit):
         pending = _Pending(connection)
         connection._visit_hooks_pending = pending
         transaction.on_commit(pending.flush)
