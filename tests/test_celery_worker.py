@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,12 @@ def celery_worker(transactional_db: None, settings) -> Iterator[subprocess.Popen
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "TASK_RUNNER": "celery",
     }
+    from config.celery import app
+
+    # Only this test's tasks: anything an earlier test's workers left in the queue would be run first.
+    app.control.purge()
+    # A file, not a pipe nobody reads: a chatty worker would block on a full pipe and stop consuming.
+    log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -47,7 +54,7 @@ def celery_worker(transactional_db: None, settings) -> Iterator[subprocess.Popen
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     yield proc
@@ -56,6 +63,9 @@ def celery_worker(transactional_db: None, settings) -> Iterator[subprocess.Popen
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
+    print(f"--- {log.name} ---\n" + Path(log.name).read_text(errors="replace")[-4000:])
+    os.unlink(log.name)
 
 
 def wait_for(predicate, timeout: float = 30.0) -> bool:

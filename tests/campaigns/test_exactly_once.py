@@ -131,6 +131,11 @@ def start_worker(settings: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]
         # Shown by pytest when the test fails.
         print(f"--- {log.name} ---\n" + Path(log.name).read_text(errors="replace")[-4000:])
         os.unlink(log.name)
+    # Tasks the workers left in the queue (requeued at shutdown, or held by the killed one) must not be
+    # picked up by a later test's worker.
+    from config.celery import app
+
+    app.control.purge()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
