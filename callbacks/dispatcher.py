@@ -23,13 +23,14 @@ import datetime as dt
 import logging
 from collections import defaultdict
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from callbacks import business_calendar, plans
 from callbacks.models import OPEN_STATUSES, CallbackTask, TaskKind, TaskStatus
 from callbacks.surveys import flow as survey_flow
+from contactcenter.dispatch import skip_locked
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ def dispatch_due_tasks(*, now: dt.datetime | None = None, limit: int = 500) -> i
 def _dispatch_batch(*, now: dt.datetime, size: int, sms_window_opens: dt.datetime) -> int:
     with transaction.atomic():
         due = CallbackTask.objects.filter(next_action_at__lte=now).order_by("next_action_at", "id")
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True, of=("self",))
+        due = skip_locked(due)
         tasks = list(due[:size])
         if not tasks:
             return 0

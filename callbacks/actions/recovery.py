@@ -22,7 +22,7 @@ import logging
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from callbacks.models import (
@@ -35,6 +35,7 @@ from callbacks.models import (
     ServiceCase,
     SurveySession,
 )
+from contactcenter.dispatch import skip_locked
 from contactcenter.models import Patient, Team
 
 logger = logging.getLogger(__name__)
@@ -319,8 +320,7 @@ def escalate_overdue_cases(*, now: dt.datetime | None = None, limit: int = 500) 
             .exclude(status=CaseStatus.CLOSED)
             .order_by("first_contact_due_at", "id")
         )
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True, of=("self",))
+        due = skip_locked(due)
         ids = list(due.values_list("id", flat=True)[:limit])
         if not ids:
             return 0

@@ -7,7 +7,6 @@ BOM) or, from Excel on Chinese Windows, as GB18030.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import logging
@@ -29,6 +28,7 @@ from callbacks.intake.forms import (
     unreadable_time_message,
 )
 from callbacks.models import IntakeOutcome, IntakeSource
+from contactcenter.spreadsheets import FORMULA_STARTS, UnreadableUpload, decode_upload, safe_cell, sniff_delimiter
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,6 @@ FIELD_LABELS = {
     "discharged_at": gettext_lazy("Discharge time"),
     "diagnosis_codes": gettext_lazy("Diagnoses"),
 }
-# Cells a spreadsheet would run as a formula (OWASP CSV injection); tab and CR start some of them too.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ImportRefused(Exception):
@@ -124,26 +122,10 @@ class ImportReport:
 
 def decode(data: bytes) -> tuple[str, str]:
     """The text and the encoding it was in. Refuses what is not a text file at all."""
-    if data.startswith(b"PK\x03\x04"):
-        raise ImportRefused(_("This is an Excel workbook, not a CSV file. In Excel, use Save As → CSV."))
-    if b"\x00" in data:
-        raise ImportRefused(_("This is not a CSV text file. Upload a .csv file saved as UTF-8 or GB18030."))
-    if data.startswith(codecs.BOM_UTF8):
-        return data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), "utf-8-sig"
     try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("gb18030"), "gb18030"
-    except UnicodeDecodeError:
-        raise ImportRefused(_("The file is neither UTF-8 nor GB18030 text. Save it again as CSV UTF-8.")) from None
-
-
-def _delimiter(first_line: str) -> str:
-    counts = {d: first_line.count(d) for d in (",", "\t", ";")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
+        return decode_upload(data)
+    except UnreadableUpload as exc:
+        raise ImportRefused(str(exc)) from None
 
 
 def _header_key(cell: str) -> str:
@@ -170,7 +152,7 @@ def _columns(header: list[str]) -> dict[str, int]:
 def _cell(cells: list[str], index: int) -> str:
     value = cells[index].strip() if index < len(cells) else ""
     # Our own error file escapes "+86…" as "'+86…"; a corrected copy of it must import as it was.
-    if value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+    if value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
         return value[1:]
     return value
 
@@ -248,7 +230,7 @@ def import_discharges(data: bytes) -> ImportReport:
     text, encoding = decode(data)
     if not text.strip():
         raise ImportRefused(_("The file is empty."))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text.split("\n", 1)[0]))
     try:
         rows = list(reader)
     except csv.Error as exc:
@@ -316,11 +298,6 @@ def import_discharges(data: bytes) -> ImportReport:
         len(report.rejected),
     )
     return report
-
-
-def safe_cell(value: str) -> str:
-    """A cell a spreadsheet shows as text, never runs as a formula."""
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def error_csv(report: ImportReport) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from callbacks.models import CaseCategory, CaseStatus
 from callbacks.reports import selectors
 from callbacks.reports.filters import ReportFilters
 from callbacks.reports.selectors import Bucket, GroupKey
+from contactcenter.spreadsheets import Cell
 
 REPORTS = ("completion", "satisfaction", "nps", "cases")
 
@@ -148,8 +149,6 @@ def category_label(category: str) -> str:
 
 
 # --- CSV ------------------------------------------------------------------------------------------
-
-Cell = str | int | float | None
 
 
 @dataclass(frozen=True)
@@ -286,18 +285,3 @@ def _cases_csv(filters: ReportFilters) -> CsvTable:
             for r in rows
         ],
     )
-
-
-# Spreadsheet programs run a cell that starts with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Cell) -> Cell:
-    """Numbers stay numbers; text that a spreadsheet would evaluate gets a leading apostrophe."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def safe_row(row: Sequence[Cell]) -> list[Cell]:
-    return [safe_cell(cell) for cell in row]

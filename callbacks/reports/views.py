@@ -17,6 +17,7 @@ from callbacks.reports.filters import FilterError, parse_filters
 from contactcenter import access
 from contactcenter.actions.audit import record_audit
 from contactcenter.models import AuditAction, Team
+from contactcenter.spreadsheets import safe_row
 
 # Not (yet) an AuditAction choice; the audit log shows the raw value until the lead adds one.
 EXPORT_AUDIT_ACTION = AuditAction.EXPORT_REPORT
@@ -72,9 +73,9 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     # The BOM makes Excel (as used across Chinese hospitals) read the file as UTF-8 rather than GBK.
     response.write("\ufeff")
     writer = csv.writer(response)
-    writer.writerow(tables.safe_row(table.header))
+    writer.writerow(safe_row(table.header))
     for row in table.rows:
-        writer.writerow(tables.safe_row(row))
+        writer.writerow(safe_row(row))
     record_audit(
         actor=request.user,
         action=EXPORT_AUDIT_ACTION,

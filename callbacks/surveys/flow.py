@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 
 import phonenumbers
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from callbacks.actions.recovery import open_case
@@ -35,6 +35,7 @@ from callbacks.surveys.parser import ParsedAnswer, is_negative, parse_answer
 from contactcenter.actions.consent import HELP, LIKELY_OPT_OUT_FLAG, OPT_OUT
 from contactcenter.actions.conversations import open_outbound_conversation
 from contactcenter.actions.outbound import send_outbound
+from contactcenter.dispatch import skip_locked
 from contactcenter.models import (
     ChannelType,
     Consent,
@@ -359,8 +360,7 @@ def run_due_sessions(*, now: dt.datetime | None = None, limit: int = 500) -> int
         due = SurveySession.objects.filter(status=SessionStatus.ACTIVE, next_action_at__lte=now).order_by(
             "next_action_at", "id"
         )
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True, of=("self",))
+        due = skip_locked(due)
         sessions = list(due.select_related("survey", "inbox", "patient", "conversation")[:limit])
         for session in sessions:
             if session.reminder_sent_at is None:

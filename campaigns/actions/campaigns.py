@@ -26,7 +26,7 @@ from typing import Any
 import phonenumbers
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -46,6 +46,7 @@ from campaigns.templating import (
     render,
     template_problems,
 )
+from contactcenter.dispatch import skip_locked
 from contactcenter.models import (
     ChannelType,
     Consent,
@@ -480,8 +481,7 @@ def launch_due_campaigns(*, now: dt.datetime | None = None, limit: int = 20) -> 
                 .exclude(pk__in=skip)
                 .order_by("next_action_at", "pk")
             )
-            if connection.features.has_select_for_update_skip_locked:
-                due = due.select_for_update(skip_locked=True, of=("self",))
+            due = skip_locked(due)
             campaign = due.first()
             if campaign is None:
                 break

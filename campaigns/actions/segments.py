@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import logging
@@ -19,6 +18,7 @@ from campaigns.models import Campaign, CampaignStatus, Segment, SegmentKind, Sta
 from campaigns.segments.rules import validate_rules
 from contactcenter.identities import normalize_mrn, normalize_phone
 from contactcenter.models import IdentityKind, Patient, PatientIdentity
+from contactcenter.spreadsheets import UnreadableUpload, decode_upload, sniff_delimiter
 
 logger = logging.getLogger(__name__)
 
@@ -139,26 +139,14 @@ def _refuse(message: str) -> ValidationError:
 
 
 def _decode(data: bytes) -> tuple[str, str]:
-    if data.startswith(b"PK\x03\x04"):
-        raise _refuse(_("This is an Excel workbook, not a CSV file. In Excel, use Save As → CSV."))
-    if b"\x00" in data:
-        raise _refuse(_("This is not a CSV text file. Upload a .csv file saved as UTF-8 or GB18030."))
-    if data.startswith(codecs.BOM_UTF8):
-        try:
-            return data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig"
-        except UnicodeDecodeError:
-            raise _refuse(_("The file starts as UTF-8 but is not; save it again as CSV UTF-8.")) from None
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    raise _refuse(_("The file is neither UTF-8 nor GB18030 text. Save it again as CSV UTF-8."))
+    try:
+        return decode_upload(data)
+    except UnreadableUpload as exc:
+        raise _refuse(str(exc)) from None
 
 
 def _rows(text: str) -> list[list[str]]:
-    first = text.split("\n", 1)[0]
-    delimiter = max((",", "\t", ";"), key=first.count) if any(d in first for d in ",\t;") else ","
+    delimiter = sniff_delimiter(text.split("\n", 1)[0])
     try:
         return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:

@@ -8,9 +8,9 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from callbacks.reports.tables import Cell, safe_row
+from contactcenter.spreadsheets import Cell
 
-__all__ = ["CsvTable", "campaign_table", "overview_table", "safe_row"]
+__all__ = ["CsvTable", "campaign_table", "overview_table"]
 
 
 @dataclass(frozen=True)

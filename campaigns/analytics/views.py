@@ -21,6 +21,7 @@ from campaigns.analytics.filters import FilterError, may_read_analytics, parse_b
 from campaigns.models import Campaign, Segment
 from contactcenter.actions.audit import record_audit
 from contactcenter.models import AuditAction
+from contactcenter.spreadsheets import safe_row
 
 TEMPLATES = "campaigns/analytics"
 
@@ -93,9 +94,9 @@ def _csv_response(request: HttpRequest, table: export.CsvTable, filename: str) -
     # The BOM makes Excel (as used across Chinese hospitals) read the file as UTF-8 rather than GBK.
     response.write("\ufeff")
     writer = csv.writer(response)
-    writer.writerow(export.safe_row(table.header))
+    writer.writerow(safe_row(table.header))
     for row in table.rows:
-        writer.writerow(export.safe_row(row))
+        writer.writerow(safe_row(row))
     return response
 
 

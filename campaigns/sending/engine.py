@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -40,6 +40,7 @@ from campaigns.templating import Rendered, compose_for
 from contactcenter.actions.consent import consent_status
 from contactcenter.actions.conversations import open_outbound_conversation
 from contactcenter.actions.outbound import send_outbound
+from contactcenter.dispatch import skip_locked
 from contactcenter.models import ConsentPurpose, ConsentStatus, Message, MessageStatus, Patient, SenderKind
 from contactcenter.taskrunner import enqueue
 
@@ -117,8 +118,7 @@ def _send_one(
 ) -> str:
     moment = now or timezone.now()
     rows = claimable(campaign.pk, moment).filter(pk=recipient_id)
-    if connection.features.has_select_for_update_skip_locked:
-        rows = rows.select_for_update(skip_locked=True, of=("self",))
+    rows = skip_locked(rows)
     # SQLite (embedded demo) has no row locks; its transactions are IMMEDIATE, one writer at a time.
     recipient = rows.select_related("patient").first()
     if recipient is None:
@@ -274,8 +274,7 @@ def dispatch_due_campaigns(*, now: dt.datetime | None = None, limit: int = 50) -
         due = Campaign.objects.filter(status=CampaignStatus.RUNNING, next_action_at__lte=now).order_by(
             "next_action_at", "id"
         )
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True, of=("self",))
+        due = skip_locked(due)
         ids = list(due.values_list("id", flat=True)[:limit])
         if not ids:
             return 0

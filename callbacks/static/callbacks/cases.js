@@ -1,6 +1,7 @@
 // Service recovery (服务补救): the case list and one case's detail, talking to /api/v1/followup/cases/.
 // Plain ES module, no build step. Everything that can carry user data is rendered through textContent.
 
+import { api as inboxApi, qs } from "../contactcenter/inbox/api.js";
 import { h, clear, setChildren } from "../contactcenter/inbox/dom.js";
 
 // --- Strings and formatting ------------------------------------------------------------------------
@@ -65,75 +66,9 @@ function teamName(team) {
 
 // --- API --------------------------------------------------------------------------------------------
 
-const BASE = "/api/v1/followup/cases/";
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super(messagesOf(status, body).join(" "));
-    this.status = status;
-    this.fields = body && typeof body === "object" && !Array.isArray(body) ? body : {};
-  }
-}
-
-function flatten(value) {
-  if (value === null || value === undefined) return [];
-  if (Array.isArray(value)) return value.flatMap(flatten);
-  if (typeof value === "object") return Object.values(value).flatMap(flatten);
-  return [String(value)];
-}
-
-function messagesOf(status, body) {
-  if (status === 0) return [t("network_error")];
-  if (body && typeof body === "object") {
-    if (typeof body.detail === "string") return [body.detail];
-    const messages = flatten(body);
-    if (messages.length) return messages;
-  }
-  if (status === 403) return [t("forbidden")];
-  if (status === 404) return [t("not_found")];
-  return [t("server_error", { status })];
-}
-
-function csrfToken() {
-  const meta = document.querySelector('meta[name="csrf-token"]');
-  return meta ? meta.content : "";
-}
-
-async function api(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json" };
-  if (method !== "GET") {
-    headers["X-CSRFToken"] = csrfToken();
-    headers["Content-Type"] = "application/json";
-  }
-  let response;
-  try {
-    response = await fetch(BASE + path, {
-      method,
-      headers,
-      credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, null);
-  }
-  const text = await response.text();
-  let parsed = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    parsed = null;
-  }
-  if (!response.ok) throw new ApiError(response.status, parsed);
-  return parsed;
-}
-
-function qs(params) {
-  const search = new URLSearchParams();
-  for (const [key, value] of Object.entries(params)) {
-    if (value !== null && value !== undefined && value !== "") search.set(key, value);
-  }
-  const text = search.toString();
-  return text ? `?${text}` : "";
+/** The inbox's API client (session, CSRF, field errors), rooted at the cases endpoints. */
+function api(path, options) {
+  return inboxApi(`/followup/cases/${path}`, options);
 }
 
 // --- State ------------------------------------------------------------------------------------------
