@@ -23,14 +23,17 @@ class CampaignsConfig(AppConfig):
 
         # Sending: running campaigns whose next action has come (deferred recipients due, or a run whose
         # worker died) get a new run; recipients follow their message's delivery status.
-        from campaigns.sending.delivery_states import follow_message_status
+        from campaigns.sending.delivery_states import FOLLOWED_STATUSES, follow_message_status
         from campaigns.sending.engine import dispatch_due_campaigns
         from contactcenter.models import SenderKind
         from contactcenter.status_hooks import register_status_hook
 
         register_due_work("campaign_sending", lambda: dispatch_due_campaigns())
         register_status_hook(
-            "campaign_recipients", follow_message_status, sender_kinds=frozenset({SenderKind.CAMPAIGN})
+            "campaign_recipients",
+            follow_message_status,
+            sender_kinds=frozenset({SenderKind.CAMPAIGN}),
+            statuses=FOLLOWED_STATUSES,
         )
 
         # Scheduling: scheduled campaigns whose time has come are launched (recipients snapshotted).

@@ -264,6 +264,13 @@ if TWILIO_TRANSPORT == "simulator":
     # signed and verified with it, exactly as in production.
     os.environ.setdefault("TWILIO_AUTH_TOKEN", "embedded-simulator-token")
 TWILIO_API_TIMEOUT_SECONDS = envint("TWILIO_API_TIMEOUT_SECONDS", 15, minimum=1)
+# Provider requests one worker keeps in flight while it sends a campaign chunk. Twilio answers in ~100-300 ms,
+# so one request at a time would cap a worker at a few messages a second whatever the configured rate.
+# 1 sends on the worker's own thread.
+DELIVERY_CONCURRENCY = envint("DELIVERY_CONCURRENCY", 32, minimum=1)
+# A message "sending" with no provider id and no status callback for this long is looked up at the
+# provider (contactcenter.actions.delivery.reconcile_unconfirmed): adopted if there, delivered again if not.
+DELIVERY_UNCONFIRMED_MINUTES = envint("DELIVERY_UNCONFIRMED_MINUTES", 10, minimum=1)
 SMS_OPT_OUT_KEYWORDS = [
     k.strip().upper()
     for k in envstr(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
@@ -54,6 +54,9 @@ class Audience:
     team_id: int | None = None
     user_id: int | None = None
     conversation_id: int | None = None
+    # Whether the patient's side may be listening on the conversation's own group (the web chat widget
+    # does; nobody does for SMS or email). The event row keeps conversation_id either way.
+    hint_conversation: bool = True
 
     def groups(self) -> list[str]:
         groups = [ALL_EVENTS_GROUP]
@@ -63,7 +66,7 @@ class Audience:
             groups.append(team_group(self.team_id))
         if self.user_id is not None:
             groups.append(user_group(self.user_id))
-        if self.conversation_id is not None:
+        if self.conversation_id is not None and self.hint_conversation:
             groups.append(conversation_events_group(self.conversation_id))
         return groups
 
@@ -74,7 +77,9 @@ class BaseEvent:
     op: ClassVar[str]
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: the nested shapes are built fresh for the event and never mutated, and asdict's deep
+        # copy of them was a fifth of a campaign chunk's time.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,36 @@ def record(event: BaseEvent, audience: Audience) -> Event:
     )
     _hints_for_this_transaction().add(row.id, audience.groups())
     return row
+
+
+def record_many(items: list[tuple[BaseEvent, Audience]]) -> list[Event]:
+    """record() for a batch written in one transaction (a campaign chunk): one lock, one insert.
+
+    The rows keep the list's order, so a client reading after its cursor sees them as if recorded one by one.
+    """
+    if not items:
+        return []
+    if not connection.in_atomic_block:
+        raise RuntimeError("events.record_many must be called inside the action's transaction")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
+    rows = Event.objects.bulk_create(
+        Event(
+            type=event.type,
+            op=event.op,
+            payload=event.payload(),
+            inbox_id=audience.inbox_id,
+            team_id=audience.team_id,
+            user_id=audience.user_id,
+            conversation_id=audience.conversation_id,
+        )
+        for event, audience in items
+    )
+    hints = _hints_for_this_transaction()
+    for row, (_event, audience) in zip(rows, items, strict=True):
+        hints.add(row.id, audience.groups())
+    return rows
 
 
 class _PendingHints:

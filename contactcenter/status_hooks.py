@@ -22,17 +22,23 @@ class StatusHook(Protocol):
     def __call__(self, *, message: Message, old: str, new: str) -> None: ...
 
 
-_hooks: dict[str, tuple[frozenset[str], StatusHook]] = {}
+_hooks: dict[str, tuple[frozenset[str], frozenset[str] | None, StatusHook]] = {}
 
 
-def register_status_hook(name: str, hook: StatusHook, *, sender_kinds: frozenset[str]) -> None:
-    """Keyed by name so a second AppConfig.ready() (tests, autoreload) replaces rather than doubles it."""
-    _hooks[name] = (sender_kinds, hook)
+def register_status_hook(
+    name: str, hook: StatusHook, *, sender_kinds: frozenset[str], statuses: frozenset[str] | None = None
+) -> None:
+    """Keyed by name so a second AppConfig.ready() (tests, autoreload) replaces rather than doubles it.
+
+    `statuses`: the new statuses the hook acts on (None: every move). The moves it ignores then cost no
+    savepoint, which matters when a campaign moves thousands of messages to "sending" a second.
+    """
+    _hooks[name] = (sender_kinds, statuses, hook)
 
 
 def run_status_hooks(*, message: Message, old: str, new: str) -> None:
-    for name, (sender_kinds, hook) in list(_hooks.items()):
-        if message.sender_kind not in sender_kinds:
+    for name, (sender_kinds, statuses, hook) in list(_hooks.items()):
+        if message.sender_kind not in sender_kinds or (statuses is not None and new not in statuses):
             continue
         try:
             # A savepoint each: a failing hook loses its own effects, never the message's status.

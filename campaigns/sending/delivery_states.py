@@ -18,6 +18,7 @@ _RECIPIENT_STATE: dict[str, str] = {
     MessageStatus.FAILED: RecipientState.FAILED,
     MessageStatus.UNDELIVERED: RecipientState.FAILED,
 }
+FOLLOWED_STATUSES = frozenset(_RECIPIENT_STATE)
 
 
 def follow_message_status(*, message: Message, old: str, new: str) -> None:

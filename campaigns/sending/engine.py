@@ -1,23 +1,29 @@
 """Sending a running campaign: each recipient once, throttled per sender, inside quiet hours and consent.
 
-Exactly once. A recipient leaves PENDING (or a due DEFERRED) in one transaction that holds its row lock
-(SELECT … FOR UPDATE SKIP LOCKED) and re-reads its state: the message row (send_outbound, status queued)
-and the recipient's SENT state with its `message` link commit together or not at all. Any number of
-workers and retried tasks may run the same campaign; a second claimer either skips the locked row or
-finds it no longer pending. A worker killed mid-transaction leaves the recipient pending for the next
-run; a worker killed after commit has already written both.
+A run works in chunks (up to BATCH_SIZE recipients, about half a second of sending at the campaign's
+rate). Each chunk has two steps:
 
-The provider call is the delivery task's (contactcenter.actions.delivery.deliver_message), enqueued on
-commit. It commits "sending" before calling Twilio, so a retried or redelivered task never sends a
-message twice. The one window left is a worker killed after Twilio accepted the message and before the
-answer (its SID) was saved: the message stays "sending" with no SID and is not sent again (Twilio
-offers no idempotency key for Messages, so a resend could double it); the status callback, which
-carries our message id on its URL, attaches the SID and settles the status. The window is the length
-of one HTTPS request.
+1. Queue, in one transaction: claim the chunk's due recipients (SELECT … FOR UPDATE SKIP LOCKED, so
+   concurrent runs take disjoint chunks), re-read the campaign's status (a pause or cancel committed before
+   this point stops the chunk), decide each recipient — deferred to its quiet-hours window, skipped
+   (opted out, no phone, missing value, merged into someone already reached), or written as a queued
+   message through contactcenter.actions.outbound.queue_outbound_batch — and save every recipient's
+   state with its `message` link. The message rows and the SENT states commit together or not at all,
+   which is what makes the campaign exactly-once: a recipient leaves PENDING only with its one message.
+2. Deliver: contactcenter.actions.delivery.deliver_batch hands the chunk's messages to Twilio a block at
+   a time (about a quarter second of sending): the block is claimed (queued → sending, committed), its
+   requests go out together on the worker's delivery threads, paced by the sender's shared limiter
+   (throttle.Pacer), and their SIDs are saved in one statement.
 
-The throttle slot is taken inside the recipient's transaction, just before the message is written, so
-skipped and deferred recipients use none. The one lock held while waiting for the slot is the
-recipient's own row.
+A worker killed during step 1 leaves its chunk pending for the next run. Killed during step 2, it leaves
+the chunk's later blocks queued: the dispatcher's sweep (redeliver_stalled) hands them to the delivery
+task once they are STALLED_DELIVERY old, and the compare-and-set claim means a message is never handed
+over twice. The block in flight is left "sending" with no SIDs: Twilio's status callbacks (our message id
+is on their URL) attach the SIDs of those it accepted, and reconcile_unconfirmed asks Twilio about any
+still unconfirmed after DELIVERY_UNCONFIRMED_MINUTES, adopting the ones it has and delivering again the
+ones it never got. Twilio offers no idempotency key for Messages, so nothing is resent blind.
+
+Pause and cancel take effect at the next chunk: at most about half a second of sending after the click.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
@@ -36,12 +41,21 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignRecipient, CampaignStatus, RecipientState
 from campaigns.quiet_hours import next_allowed_time
 from campaigns.sending import progress, throttle
-from campaigns.templating import Rendered, compose_for
-from contactcenter.actions.consent import consent_status
-from contactcenter.actions.conversations import open_outbound_conversation
-from contactcenter.actions.outbound import send_outbound
+from campaigns.templating import compose_for
+from contactcenter.actions.conversations import open_outbound_conversations
+from contactcenter.actions.delivery import deliver_batch
+from contactcenter.actions.outbound import Draft, queue_outbound_batch
+from contactcenter.bulk_update import update_rows
 from contactcenter.dispatch import skip_locked
-from contactcenter.models import ConsentPurpose, ConsentStatus, Message, MessageStatus, Patient, SenderKind
+from contactcenter.models import (
+    Consent,
+    ConsentPurpose,
+    ConsentStatus,
+    Message,
+    MessageStatus,
+    Patient,
+    SenderKind,
+)
 from contactcenter.taskrunner import enqueue
 
 logger = logging.getLogger(__name__)
@@ -49,11 +63,23 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 200
 # How long a run may go silent before the dispatcher assumes its worker died and starts another.
 LEASE = dt.timedelta(seconds=60)
-# A campaign message still queued this long after it was written lost its delivery task (a worker killed
-# between commit and enqueue); delivery is idempotent, so it is simply enqueued again.
+# A campaign message still queued this long after it was written lost its delivery (a worker killed
+# between the chunk's commit and its turn); delivery is idempotent, so it is simply handed over again.
 STALLED_DELIVERY = dt.timedelta(minutes=2)
 
-SENT, DEFERRED, SKIPPED, GONE, STOPPED = "sent", "deferred", "skipped", "gone", "stopped"
+SENT, DEFERRED, SKIPPED = "sent", "deferred", "skipped"
+# What a chunk reads of each recipient and writes back.
+RECIPIENT_FIELDS = (
+    "id",
+    "patient_id",
+    "phone",
+    "time_zone",
+    "state",
+    "deferred_until",
+    "error_code",
+    "message_id",
+    "sent_at",
+)
 
 
 @dataclass
@@ -63,9 +89,12 @@ class BatchResult:
     skipped: int = 0
     # True when the campaign is no longer running (paused, cancelled, completed): stop the run.
     stopped: bool = False
-    # How many candidates were looked at; fewer than the limit means no more work is due right now.
+    # How many recipients were claimed; fewer than the limit means no more work is due right now.
     examined: int = 0
     states: Counter[str] = field(default_factory=Counter)
+    # Written this chunk, with their conversation and inbox loaded, for delivery.
+    messages: list[Message] = field(default_factory=list)
+    unannounced: frozenset[int] = frozenset()
 
 
 def claimable(campaign_id: int, now: dt.datetime) -> QuerySet[CampaignRecipient]:
@@ -74,109 +103,167 @@ def claimable(campaign_id: int, now: dt.datetime) -> QuerySet[CampaignRecipient]
     )
 
 
-def send_batch(campaign_id: int, *, now: dt.datetime | None = None, limit: int = BATCH_SIZE) -> BatchResult:
-    """Send to up to `limit` due recipients of a running campaign, one transaction each.
+def chunk_size(messages_per_second: int) -> int:
+    """About half a second of sending: how far a pause can lag behind the click."""
+    return max(1, min(BATCH_SIZE, messages_per_second // 2))
 
-    `now` pins the clock for quiet hours (tests); by default each recipient is judged at its own moment,
-    since a throttled batch can take a while.
+
+def claim_block(messages_per_second: int) -> int:
+    """Messages claimed for delivery together, and so at most in flight to Twilio at once: a quarter second
+    of sending, at most 50. Enough to cover Twilio's latency at the configured rate; a worker killed
+    mid-block leaves them for the status callbacks and reconcile_unconfirmed to settle."""
+    return max(1, min(50, messages_per_second // 4))
+
+
+def send_batch(
+    campaign_id: int,
+    *,
+    now: dt.datetime | None = None,
+    limit: int = BATCH_SIZE,
+    pacer: throttle.Pacer | None = None,
+) -> BatchResult:
+    """Queue up to `limit` due recipients of a running campaign in one transaction, then deliver them.
+
+    `now` pins the clock for quiet hours (tests); by default the chunk is judged at its own moment.
     """
-    result = BatchResult()
     campaign = Campaign.objects.select_related("inbox").get(pk=campaign_id)
     if campaign.status != CampaignStatus.RUNNING:
-        result.stopped = True
-        return result
-    candidates = list(
-        claimable(campaign_id, now or timezone.now()).order_by("id").values_list("id", "patient_id")[:limit]
-    )
-    result.examined = len(candidates)
-    if not candidates:
-        return result
-    # Facts for the whole batch in a few queries; a recipient skipped later just leaves its text unused.
-    texts = compose_for(campaign, {patient_id for _, patient_id in candidates})
-    key = throttle.sender_key(campaign.inbox)
-    for recipient_id, _patient_id in candidates:
-        outcome = _send_one(campaign, recipient_id, texts=texts, key=key, now=now)
-        if outcome == STOPPED:
-            result.stopped = True
-            break
-        if outcome == SENT:
-            result.sent += 1
-        elif outcome == DEFERRED:
-            result.deferred += 1
-        elif outcome != GONE:
-            result.skipped += 1
-        result.states[outcome] += 1
-    if result.sent or result.deferred or result.skipped or result.stopped:
-        # After the batch's last commit, whatever the per-message coalescing held back.
+        return BatchResult(stopped=True)
+    result = _queue_chunk(campaign, now=now, limit=limit)
+    if result.messages:
+        pacer = pacer or throttle.Pacer(throttle.sender_key(campaign.inbox), campaign.messages_per_second)
+        deliver_batch(
+            messages=result.messages,
+            pace=pacer.wait,
+            block=claim_block(campaign.messages_per_second),
+            unannounced=result.unannounced,
+        )
+    if result.examined or result.stopped:
+        # After the chunk's deliveries, whatever the coalescing held back.
         progress.changed(campaign_id, force=True)
     return result
 
 
 @transaction.atomic
-def _send_one(
-    campaign: Campaign, recipient_id: int, *, texts: dict[int, Rendered], key: str, now: dt.datetime | None
-) -> str:
+def _queue_chunk(campaign: Campaign, *, now: dt.datetime | None, limit: int) -> BatchResult:
+    result = BatchResult()
     moment = now or timezone.now()
-    rows = claimable(campaign.pk, moment).filter(pk=recipient_id)
-    rows = skip_locked(rows)
-    # SQLite (embedded demo) has no row locks; its transactions are IMMEDIATE, one writer at a time.
-    recipient = rows.select_related("patient").first()
-    if recipient is None:
-        # Another worker holds it or already sent it.
-        return GONE
-    # Read inside the recipient's transaction: a pause or cancel committed before this point stops
-    # the very next message.
+    recipients = list(
+        skip_locked(claimable(campaign.pk, moment).order_by("id"))
+        .select_related("patient")
+        .only(*RECIPIENT_FIELDS, "patient__merged_into_id")[:limit]
+    )
+    result.examined = len(recipients)
+    if not recipients:
+        return result
+    # Read inside the chunk's transaction: a pause or cancel committed before this point stops it.
     status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).get()
     if status != CampaignStatus.RUNNING:
-        return STOPPED
+        result.stopped = True
+        result.examined = 0
+        return result
     transaction.on_commit(lambda: progress.changed(campaign.pk))
-    allowed = next_allowed_time(moment, recipient.time_zone, campaign.quiet_hours_start, campaign.quiet_hours_end)
-    if allowed > moment:
-        recipient.state = RecipientState.DEFERRED
-        recipient.deferred_until = allowed
-        recipient.save(update_fields=["state", "deferred_until"])
-        return DEFERRED
-    patient = recipient.patient
-    if patient.merged_into_id is not None:
-        # Merged since launch: the survivor gets it, unless they are a recipient in their own right.
-        patient = Patient.objects.get(pk=patient.merged_into_id)
-        if CampaignRecipient.objects.filter(campaign_id=campaign.pk, patient=patient).exists():
-            return _skip(recipient, RecipientState.SKIPPED_INVALID, "merged")
-    if not recipient.phone:
-        return _skip(recipient, RecipientState.SKIPPED_INVALID, "no_phone")
-    if consent_status(patient=patient, purpose=ConsentPurpose.MARKETING) == ConsentStatus.OPTED_OUT:
-        return _skip(recipient, RecipientState.SKIPPED_OPTED_OUT, "opted_out")
-    rendered = texts.get(recipient.patient_id)
-    if rendered is None or rendered.text is None:
-        return _skip(recipient, RecipientState.SKIPPED_MISSING, "missing")
-    conversation = open_outbound_conversation(inbox=campaign.inbox, patient=patient)
-    throttle.take(key, campaign.messages_per_second)
-    try:
-        message = send_outbound(
-            conversation=conversation,
-            body=rendered.text,
-            author=None,
+
+    def skip(recipient: CampaignRecipient, state: str, reason: str) -> None:
+        recipient.state = state
+        recipient.error_code = reason[:20]
+        result.skipped += 1
+        result.states[SKIPPED] += 1
+
+    due: list[CampaignRecipient] = []
+    for recipient in recipients:
+        allowed = next_allowed_time(moment, recipient.time_zone, campaign.quiet_hours_start, campaign.quiet_hours_end)
+        if allowed > moment:
+            recipient.state = RecipientState.DEFERRED
+            recipient.deferred_until = allowed
+            result.deferred += 1
+            result.states[DEFERRED] += 1
+        elif not recipient.phone:
+            skip(recipient, RecipientState.SKIPPED_INVALID, "no_phone")
+        else:
+            due.append(recipient)
+    target = _targets(campaign, due)
+    for recipient in due:
+        if recipient.pk not in target:
+            skip(recipient, RecipientState.SKIPPED_INVALID, "merged")
+    due = [r for r in due if r.pk in target]
+    opted_out = set(
+        Consent.objects.filter(
+            patient_id__in=set(target.values()), purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT
+        ).values_list("patient_id", flat=True)
+    )
+    texts = compose_for(campaign, {r.patient_id for r in due})
+    drafts: list[Draft] = []
+    writable: list[CampaignRecipient] = []
+    for recipient in due:
+        rendered = texts.get(recipient.patient_id)
+        if target[recipient.pk] in opted_out:
+            skip(recipient, RecipientState.SKIPPED_OPTED_OUT, "opted_out")
+        elif rendered is None or rendered.text is None:
+            skip(recipient, RecipientState.SKIPPED_MISSING, "missing")
+        else:
+            writable.append(recipient)
+    if writable:
+        opened = open_outbound_conversations(inbox=campaign.inbox, patient_ids=[target[r.pk] for r in writable])
+        for recipient in writable:
+            text = texts[recipient.patient_id].text
+            assert text is not None
+            conversation_id = opened.by_patient[target[recipient.pk]]
+            drafts.append(Draft(key=recipient.pk, conversation_id=conversation_id, body=text))
+        queued = queue_outbound_batch(
+            drafts=drafts,
             sender_kind=SenderKind.CAMPAIGN,
             purpose=ConsentPurpose.MARKETING,
+            new_conversations=opened.added,
         )
-    except ValidationError as exc:
-        # The registry is the last word (an opt-out recorded between our check and the send).
-        code = getattr(exc, "code", None) or next((e.code for e in exc.error_list if e.code), None)
-        state = RecipientState.SKIPPED_OPTED_OUT if code == "opted_out" else RecipientState.SKIPPED_INVALID
-        return _skip(recipient, state, code or "invalid")
-    recipient.message = message
-    recipient.state = RecipientState.SENT
-    recipient.sent_at = message.created_at
-    recipient.deferred_until = None
-    recipient.save(update_fields=["message", "state", "sent_at", "deferred_until"])
-    return SENT
+        result.unannounced = queued.unannounced
+        for recipient in writable:
+            message = queued.messages.get(recipient.pk)
+            if message is None:
+                # The registry is the last word (an opt-out recorded between our read and the write).
+                code = queued.refused.get(recipient.pk, "invalid")
+                state = RecipientState.SKIPPED_OPTED_OUT if code == "opted_out" else RecipientState.SKIPPED_INVALID
+                skip(recipient, state, code)
+                continue
+            recipient.message = message
+            recipient.state = RecipientState.SENT
+            recipient.sent_at = message.created_at
+            recipient.deferred_until = None
+            result.sent += 1
+            result.states[SENT] += 1
+            result.messages.append(message)
+    update_rows(
+        CampaignRecipient,
+        ["state", "deferred_until", "error_code", "message", "sent_at"],
+        {r.pk: (r.state, r.deferred_until, r.error_code, r.message_id, r.sent_at) for r in recipients},
+    )
+    return result
 
 
-def _skip(recipient: CampaignRecipient, state: str, reason: str) -> str:
-    recipient.state = state
-    recipient.error_code = reason[:20]
-    recipient.save(update_fields=["state", "error_code"])
-    return SKIPPED
+def _targets(campaign: Campaign, recipients: list[CampaignRecipient]) -> dict[int, int]:
+    """Recipient id → the patient to send to. A patient merged since launch is reached through the
+    survivor, unless the survivor is a recipient in their own right or was already reached this way."""
+    target = {r.pk: r.patient_id for r in recipients if r.patient.merged_into_id is None}
+    merged = [r for r in recipients if r.patient.merged_into_id is not None]
+    if not merged:
+        return target
+    survivors = {r.patient.merged_into_id for r in merged if r.patient.merged_into_id is not None}
+    taken = set(
+        CampaignRecipient.objects.filter(campaign_id=campaign.pk, patient_id__in=survivors).values_list(
+            "patient_id", flat=True
+        )
+    ) | set(
+        CampaignRecipient.objects.filter(
+            campaign_id=campaign.pk, message__conversation__patient_id__in=survivors
+        ).values_list("message__conversation__patient_id", flat=True)
+    )
+    live = set(Patient.objects.filter(pk__in=survivors).values_list("pk", flat=True))
+    for recipient in merged:
+        survivor = recipient.patient.merged_into_id
+        if survivor in live and survivor not in taken:
+            taken.add(survivor)
+            target[recipient.pk] = survivor
+    return target
 
 
 # --- After a run -----------------------------------------------------------------------------------
@@ -226,35 +313,43 @@ def extend_lease(campaign_id: int, *, now: dt.datetime | None = None) -> None:
     )
 
 
-def redeliver_stalled(campaign_id: int, *, now: dt.datetime | None = None) -> int:
-    """Enqueue delivery again for campaign messages whose task was lost; returns how many."""
-    cutoff = (now or timezone.now()) - STALLED_DELIVERY
-    ids = list(
-        Message.objects.filter(
+def redeliver_stalled(campaign_id: int | None = None, *, now: dt.datetime | None = None) -> int:
+    """Hand campaign messages whose delivery was lost (queued for STALLED_DELIVERY, with no transient error
+    waiting on its own retry) to the delivery task again; returns how many. One campaign's, or all."""
+    now = now or timezone.now()
+    stalled = Message.objects.filter(
+        status=MessageStatus.QUEUED,
+        sender_kind=SenderKind.CAMPAIGN,
+        error_message="",
+        status_changed_at__lt=now - STALLED_DELIVERY,
+    )
+    if campaign_id is not None:
+        stalled = stalled.filter(
             pk__in=CampaignRecipient.objects.filter(campaign_id=campaign_id, state=RecipientState.SENT).values(
                 "message_id"
-            ),
-            status=MessageStatus.QUEUED,
-            created_at__lt=cutoff,
-        ).values_list("pk", flat=True)
-    )
+            )
+        )
+    ids = list(stalled.order_by("pk").values_list("pk", flat=True)[:5000])
+    # Restarts the clock, so the next sweep does not hand them over again while the task waits in the queue.
+    Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(status_changed_at=now)
     for message_id in ids:
         transaction.on_commit(functools.partial(enqueue, "contactcenter.tasks.deliver_message", message_id=message_id))
     if ids:
-        logger.warning("campaign %s: %d stalled deliveries enqueued again", campaign_id, len(ids))
+        logger.warning("campaign %s: %d stalled deliveries enqueued again", campaign_id or "*", len(ids))
     return len(ids)
 
 
 def run_campaign(campaign_id: int) -> str:
-    """Send batches until nothing is due or the campaign stops; then settle. The Celery task's body."""
-    campaign = Campaign.objects.filter(pk=campaign_id).only("messages_per_second", "status").first()
+    """Send chunks until nothing is due or the campaign stops; then settle. The Celery task's body."""
+    campaign = Campaign.objects.filter(pk=campaign_id).select_related("inbox").first()
     if campaign is None or campaign.status != CampaignStatus.RUNNING:
         return campaign.status if campaign is not None else "missing"
-    # A batch takes about ten seconds of throttled sending, well inside the lease.
-    limit = max(1, min(BATCH_SIZE, campaign.messages_per_second * 10))
+    limit = chunk_size(campaign.messages_per_second)
+    # One pacer for the whole run, so its reserved block of slots carries over from chunk to chunk.
+    pacer = throttle.Pacer(throttle.sender_key(campaign.inbox), campaign.messages_per_second)
     while True:
         extend_lease(campaign_id)
-        result = send_batch(campaign_id, limit=limit)
+        result = send_batch(campaign_id, limit=limit, pacer=pacer)
         if result.stopped:
             return "stopped"
         if result.examined < limit:
@@ -267,9 +362,11 @@ def run_campaign(campaign_id: int) -> str:
 
 def dispatch_due_campaigns(*, now: dt.datetime | None = None, limit: int = 50) -> int:
     """Start a run for each running campaign whose next action has come: deferred recipients now due,
-    or a run whose lease expired (its worker died). Claimed with SKIP LOCKED so concurrent dispatchers
-    start each run once; the new lease keeps the next tick from starting it again."""
+    or a run whose lease expired (its worker died); and hand stalled deliveries over again. Claimed with
+    SKIP LOCKED so concurrent dispatchers start each run once; the new lease keeps the next tick from
+    starting it again."""
     now = now or timezone.now()
+    redeliver_stalled(now=now)
     with transaction.atomic():
         due = Campaign.objects.filter(status=CampaignStatus.RUNNING, next_action_at__lte=now).order_by(
             "next_action_at", "id"

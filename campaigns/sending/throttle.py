@@ -27,7 +27,8 @@ from contactcenter.models import Inbox
 
 KEY_PREFIX = "campaigns:throttle:"
 
-# KEYS[1]: the sender's timeline; ARGV[1]: the slot length in microseconds. Returns the wait in µs.
+# KEYS[1]: the sender's timeline; ARGV[1]: the slot length in microseconds; ARGV[2]: how many consecutive
+# slots to reserve. Returns the wait in µs until the first of them.
 # Microseconds since the epoch (~1.7e15) stay exact in Lua's doubles (2^53 ≈ 9e15).
 _GCRA = """
 local t = redis.call('TIME')
@@ -35,7 +36,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local nxt = tat + interval
+local nxt = tat + interval * tonumber(ARGV[2] or '1')
 redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
 return tat - now
 """
@@ -70,24 +71,27 @@ class _LocalTimelines:
         self.lock = threading.Lock()
         self.tat: dict[str, float] = {}
 
-    def acquire(self, key: str, interval: float) -> float:
+    def acquire(self, key: str, interval: float, count: int) -> float:
         with self.lock:
             now = time.monotonic()
             tat = max(self.tat.get(key, 0.0), now)
-            self.tat[key] = tat + interval
+            self.tat[key] = tat + interval * count
             return tat - now
 
 
 _local = _LocalTimelines()
 
 
-def acquire(key: str, rate_per_second: float) -> float:
-    """Reserve the sender's next slot; returns the seconds to wait before using it (0 when free now)."""
+def acquire(key: str, rate_per_second: float, count: int = 1) -> float:
+    """Reserve the sender's next `count` consecutive slots; returns the seconds to wait before the first
+    (0 when free now). The others follow at the rate's spacing."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
     interval = _interval_us(rate_per_second)
     if settings.REDIS_URL:
-        waited_us = int(_script()(keys=[key], args=[interval]))
+        waited_us = int(_script()(keys=[key], args=[interval, count]))
         return max(0.0, waited_us / 1_000_000)
-    return _local.acquire(key, interval / 1_000_000)
+    return _local.acquire(key, interval / 1_000_000, count)
 
 
 def take(key: str, rate_per_second: float) -> float:
@@ -98,6 +102,37 @@ def take(key: str, rate_per_second: float) -> float:
     return wait
 
 
+class Pacer:
+    """Spaces one worker's sends at the sender's rate, reserving slots a block at a time.
+
+    A block is a quarter second of sending (at most 100 slots), so at high rates the limiter costs one
+    Redis call per block instead of per message, while other workers' blocks interleave on the same
+    timeline and the sender's total stays exact. Slots a worker reserves and does not use (it stopped,
+    or died) only delay the next reservation; they never let more through.
+    """
+
+    def __init__(self, key: str, rate_per_second: float, *, block_seconds: float = 0.25, max_block: int = 100) -> None:
+        self.key = key
+        self.rate = rate_per_second
+        self.interval = _interval_us(rate_per_second) / 1_000_000
+        self.block = max(1, min(max_block, int(rate_per_second * block_seconds)))
+        self._next: float = 0.0
+        self._left = 0
+
+    def wait(self) -> float:
+        """Block until this worker's next slot; returns how long it waited."""
+        if self._left == 0:
+            self._next = time.monotonic() + acquire(self.key, self.rate, self.block)
+            self._left = self.block
+        delay = self._next - time.monotonic()
+        self._next += self.interval
+        self._left -= 1
+        if delay > 0:
+            time.sleep(delay)
+            return delay
+        return 0.0
+
+
 def reset(key: str) -> None:
     """Forget a timeline (tests, benchmarks)."""
     if settings.REDIS_URL:
@@ -106,4 +141,4 @@ def reset(key: str) -> None:
         _local.tat.pop(key, None)
 
 
-__all__ = ["KEY_PREFIX", "acquire", "reset", "sender_key", "take"]
+__all__ = ["KEY_PREFIX", "Pacer", "acquire", "reset", "sender_key", "take"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from collections.abc import Mapping
@@ -153,21 +154,39 @@ class TwilioSmsAdapter:
             provider_payload={key: params[key] for key in params},
         )
 
-    def send(self, message: OutboundMessage) -> SendResult:
-        inbox = message.inbox
+    def __init__(self) -> None:
+        # One adapter delivers a whole campaign chunk: the client and the inbox's sender are looked up once.
+        self._sessions: dict[int, tuple[Client, dict[str, Any]]] = {}
+
+    def prepare(self, inbox: Inbox) -> bool:
+        """Read what send needs from the database now; True when sends may then run on delivery threads.
+
+        Not with the simulator: it stands in for the patient's phone by writing to our own database."""
+        client, _sender = self._session(inbox)
+        return not isinstance(client.http_client, transport.SimulatedTwilioHttpClient)
+
+    def _session(self, inbox: Inbox) -> tuple[Client, dict[str, Any]]:
+        session = self._sessions.get(inbox.pk)
+        if session is not None:
+            return session
         account_sid = str(inbox.config.get("account_sid") or "")
         if not account_sid:
             raise AdapterError("the inbox has no Twilio account SID", permanent=True, code="no_account_sid")
         client = Client(account_sid, auth_token_for(inbox), http_client=transport.http_client())
-        status_callback = signed_url(reverse("twilio-sms-status")) + f"?message={message.message_id}"
-        kwargs: dict[str, Any] = {"to": message.to, "body": message.body, "status_callback": status_callback}
         senders = {s.kind: s.value for s in TwilioSender.objects.filter(inbox=inbox)}
         if SenderKind.MESSAGING_SERVICE in senders:
-            kwargs["messaging_service_sid"] = senders[SenderKind.MESSAGING_SERVICE]
+            sender: dict[str, Any] = {"messaging_service_sid": senders[SenderKind.MESSAGING_SERVICE]}
         elif SenderKind.NUMBER in senders:
-            kwargs["from_"] = senders[SenderKind.NUMBER]
+            sender = {"from_": senders[SenderKind.NUMBER]}
         else:
             raise AdapterError("the inbox has no Twilio number or Messaging Service", permanent=True, code="no_sender")
+        self._sessions[inbox.pk] = (client, sender)
+        return client, sender
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        client, sender = self._session(message.inbox)
+        status_callback = signed_url(reverse("twilio-sms-status")) + f"?message={message.message_id}"
+        kwargs: dict[str, Any] = {"to": message.to, "body": message.body, "status_callback": status_callback, **sender}
         if message.attachments:
             kwargs["media_url"] = [a["url"] for a in message.attachments if a.get("url")]
         try:
@@ -182,6 +201,26 @@ class TwilioSmsAdapter:
         except requests.exceptions.Timeout as exc:
             raise AdapterError(f"Twilio timed out: {type(exc).__name__}", code="timeout") from None
         return SendResult(provider_message_id=str(created.sid), status=self.map_status(str(created.status)))
+
+    def find_sent(self, message: OutboundMessage, *, since: dt.datetime) -> SendResult | None:
+        """The message as Twilio has it, if it does: one sent from this inbox's sender to the same number
+        with the same text, created since `since`. Twilio has no idempotency key for Messages, so this is
+        how a send whose answer was lost is told apart from one that never arrived."""
+        client, sender = self._session(message.inbox)
+        filters: dict[str, Any] = {"to": message.to, "limit": 50}
+        if "from_" in sender:
+            filters["from_"] = sender["from_"]
+        try:
+            candidates = client.messages.list(**filters)
+        except TwilioRestException as exc:
+            raise self._error(exc) from None
+        except requests.exceptions.RequestException as exc:
+            raise AdapterError(f"could not reach Twilio: {type(exc).__name__}", code="connection") from None
+        for candidate in candidates:
+            created = candidate.date_created
+            if candidate.body == message.body and (created is None or created >= since):
+                return SendResult(provider_message_id=str(candidate.sid), status=self.map_status(str(candidate.status)))
+        return None
 
     def map_status(self, provider_status: str) -> str:
         return STATUS_MAP.get(provider_status.lower(), MessageStatus.SENDING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -16,6 +17,7 @@ from contactcenter.api.shapes import conversation_data, note_data
 from contactcenter.models import (
     AgentProfile,
     Availability,
+    ChannelType,
     Conversation,
     ConversationStatus,
     Inbox,
@@ -37,7 +39,17 @@ def audience_of(conversation: Conversation) -> events.Audience:
         team_id=conversation.team_id,
         user_id=conversation.assignee_id,
         conversation_id=conversation.pk,
+        hint_conversation=_patient_may_listen(conversation),
     )
+
+
+def _patient_may_listen(conversation: Conversation) -> bool:
+    """Only the web chat widget listens on a conversation's own group. A campaign chunk touches hundreds of
+    SMS conversations, and hinting each group nobody joined costs a Redis round trip apiece. When the
+    inbox is not loaded, hint anyway rather than spend a query to find out."""
+    if Conversation._meta.get_field("inbox").is_cached(conversation):
+        return conversation.inbox.channel_type == ChannelType.WEBCHAT
+    return True
 
 
 def publish_conversation_update(conversation: Conversation, changed: list[str]) -> None:
@@ -137,6 +149,44 @@ def open_outbound_conversation(*, inbox: Inbox, patient: Patient) -> Conversatio
         )
     events.record(events.ConversationAdded(conversation=conversation_data(conversation)), audience_of(conversation))
     return conversation
+
+
+@dataclass(frozen=True)
+class OpenedConversations:
+    # Patient id → the id of their live conversation in the inbox.
+    by_patient: dict[int, int]
+    # Those this call created. Not yet announced: queue_outbound_batch announces each with its first message.
+    added: frozenset[int]
+
+
+def open_outbound_conversations(*, inbox: Inbox, patient_ids: list[int]) -> OpenedConversations:
+    """open_outbound_conversation for a batch (a campaign chunk): the live thread per patient, new pending
+    ones for the rest, in three statements. Call inside the caller's transaction.
+
+    A thread a patient's own message opens at the same moment wins: the insert skips the conflict on the
+    one-live-thread constraint and the second read finds it.
+    """
+    wanted = set(patient_ids)
+
+    def live() -> dict[int, int]:
+        rows = Conversation.objects.filter(inbox=inbox, patient_id__in=wanted).exclude(
+            status=ConversationStatus.RESOLVED
+        )
+        return dict(rows.values_list("patient_id", "pk"))
+
+    found = live()
+    missing = wanted - set(found)
+    if not missing:
+        return OpenedConversations(found, frozenset())
+    Conversation.objects.bulk_create(
+        [
+            Conversation(inbox=inbox, patient_id=pid, team_id=inbox.team_id, status=ConversationStatus.PENDING)
+            for pid in sorted(missing)
+        ],
+        ignore_conflicts=True,
+    )
+    found = live()
+    return OpenedConversations(found, frozenset(pk for pid, pk in found.items() if pid in missing))
 
 
 @transaction.atomic

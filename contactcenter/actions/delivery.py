@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from channels_adapters.base import AdapterError, OutboundMessage, StatusUpdate, adapter_for
+from channels_adapters.base import (
+    AdapterError,
+    ChannelAdapter,
+    OutboundMessage,
+    SendResult,
+    StatusUpdate,
+    adapter_for,
+)
 from contactcenter import events
 from contactcenter.actions.conversations import audience_of
+from contactcenter.bulk_update import update_rows
+from contactcenter.dispatch import skip_locked
 from contactcenter.models import Message, MessageStatus, PatientIdentity
 from contactcenter.status_hooks import run_status_hooks
+from contactcenter.taskrunner import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -92,32 +107,218 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
             message.save(update_fields=["provider_message_id"])
             _move(message, result.status)
     except AdapterError as exc:
-        with transaction.atomic():
-            message = Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=message_id)
-            if exc.permanent:
-                _fail(message, exc)
-                if exc.recipient_opted_out:
-                    _record_provider_opt_out(message)
-                return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
-            if exc.ambiguous:
-                # The provider may hold the message: stay "sending" and let its callback settle it.
-                Message.objects.filter(pk=message_id).update(error_message=exc.message[:500])
-                return DeliveryOutcome(message_id, MessageStatus.SENDING, error=exc.message)
-            # Back to queued so the retry is allowed to send; nothing reached the provider. The agent
-            # sees the reason while the retry waits.
-            Message.objects.filter(pk=message_id).update(status=MessageStatus.QUEUED, error_message=exc.message[:500])
-            events.record(
+        return _after_error(message_id, exc)
+    return DeliveryOutcome(message_id, result.status)
+
+
+def _after_error(message_id: int, exc: AdapterError) -> DeliveryOutcome:
+    """The provider refused or could not be reached: fail, wait for the callback, or queue for a retry."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=message_id)
+        if exc.permanent:
+            _fail(message, exc)
+            if exc.recipient_opted_out:
+                _record_provider_opt_out(message)
+            return DeliveryOutcome(message_id, MessageStatus.FAILED, error=exc.message)
+        if exc.ambiguous:
+            # The provider may hold the message: stay "sending" and let its callback settle it.
+            Message.objects.filter(pk=message_id).update(error_message=exc.message[:500])
+            return DeliveryOutcome(message_id, MessageStatus.SENDING, error=exc.message)
+        # Back to queued so the retry is allowed to send; nothing reached the provider. The agent
+        # sees the reason while the retry waits.
+        Message.objects.filter(pk=message_id).update(status=MessageStatus.QUEUED, error_message=exc.message[:500])
+        events.record(
+            events.MessageStatusChanged(
+                conversation_id=message.conversation_id,
+                message_id=message_id,
+                status=MessageStatus.QUEUED,
+                error_code="",
+                error_message=exc.message[:500],
+            ),
+            audience_of(message.conversation),
+        )
+    return DeliveryOutcome(message_id, MessageStatus.QUEUED, retry=True, error=exc.message)
+
+
+def deliver_batch(
+    *,
+    messages: list[Message],
+    pace: Callable[[], object] = lambda: None,
+    block: int = 1,
+    unannounced: frozenset[int] = frozenset(),
+) -> list[DeliveryOutcome]:
+    """deliver_message for a chunk of queued messages (a campaign's), at a fraction of the statements.
+
+    Messages are claimed `block` at a time (queued → sending, committed before the first of them is
+    handed to the provider) and the block's provider ids saved in one statement after its last answer;
+    `pace` is called before each request (the campaign's throttle). A worker killed mid-block leaves
+    the block's messages "sending" with no provider id: their status callbacks attach the ids of those
+    the provider accepted, and reconcile_unconfirmed asks the provider about the rest, so none is lost
+    and none is sent twice. The engine keeps a block to about a quarter second of sending.
+
+    A block's requests run together on a pool of threads (DELIVERY_CONCURRENCY) for adapters that can
+    send without the database (their `prepare` reads what they need first and says so): the provider's
+    latency, not our work, would otherwise set the pace. Everything that touches the database stays on
+    the caller's thread.
+
+    A transient refusal puts the message back to queued and enqueues deliver_message for it, whose
+    retries back off and finally give up, as for any message.
+
+    `messages` come with their conversation and inbox loaded (queue_outbound_batch's); whether each is
+    still queued is decided by its claim, not by these copies. `unannounced`: messages no client has been
+    told about (their thread's first message, carried by its ConversationAdded); their "sending" step is
+    not announced either, since whoever opens the thread reads the status with it.
+    """
+    rows = sorted(messages, key=lambda m: m.pk)
+    adapters: dict[int, ChannelAdapter | None] = {}
+    concurrent: set[int] = set()
+    for message in rows:
+        if message.inbox_id not in adapters:
+            try:
+                adapter = adapter_for(message.inbox)
+                prepare = getattr(adapter, "prepare", None)
+                if prepare is not None and prepare(message.inbox) and settings.DELIVERY_CONCURRENCY > 1:
+                    concurrent.add(message.inbox_id)
+                adapters[message.inbox_id] = adapter
+            except AdapterError:
+                adapters[message.inbox_id] = None
+    addresses = _newest_addresses(rows, adapters)
+    outcomes: list[DeliveryOutcome] = []
+    deliverable: list[Message] = []
+    for message in rows:
+        if adapters[message.inbox_id] is None or (message.conversation.patient_id, message.inbox_id) not in addresses:
+            # The single path fails it with the reason the agent sees.
+            outcomes.append(deliver_message(message_id=message.pk))
+        else:
+            deliverable.append(message)
+    accepted: dict[int, tuple[Message, SendResult]] = {}
+    for start in range(0, len(deliverable), max(1, block)):
+        part = deliverable[start : start + max(1, block)]
+        claimed = _claim(part)
+        pending: list[tuple[Message, Future[SendResult]]] = []
+        for message in part:
+            if message.pk not in claimed:
+                # Another delivery (a redelivered task) has it.
+                continue
+            sender = adapters[message.inbox_id]
+            assert sender is not None
+            outbound = OutboundMessage(
+                message_id=message.pk,
+                inbox=message.inbox,
+                to=addresses[(message.conversation.patient_id, message.inbox_id)],
+                body=message.body,
+                attachments=message.attachments,
+                subject=message.conversation.subject,
+            )
+            pace()
+            if message.inbox_id in concurrent:
+                pending.append((message, _senders().submit(sender.send, outbound)))
+            else:
+                done: Future[SendResult] = Future()
+                try:
+                    done.set_result(sender.send(outbound))
+                except AdapterError as exc:
+                    done.set_exception(exc)
+                pending.append((message, done))
+        answered: dict[int, SendResult] = {}
+        for message, future in pending:
+            try:
+                answered[message.pk] = future.result()
+            except AdapterError as exc:
+                outcome = _after_error(message.pk, exc)
+                if outcome.retry:
+                    enqueue("contactcenter.tasks.deliver_message", message_id=message.pk)
+                outcomes.append(outcome)
+        # A status callback that came first attached the same id already; writing it again is harmless.
+        update_rows(Message, ["provider_message_id"], {pk: (r.provider_message_id,) for pk, r in answered.items()})
+        accepted.update((m.pk, (m, answered[m.pk])) for m in part if m.pk in answered)
+        outcomes.extend(DeliveryOutcome(pk, r.status) for pk, r in answered.items())
+    if accepted:
+        _announce_sending(accepted, unannounced)
+    return outcomes
+
+
+@functools.cache
+def _senders() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=settings.DELIVERY_CONCURRENCY, thread_name_prefix="deliver")
+
+
+@transaction.atomic
+def _claim(messages: list[Message]) -> set[int]:
+    """queued → sending for those still queued, committed before any of them reaches the provider."""
+    ids = set(
+        skip_locked(
+            Message.objects.filter(
+                pk__in=[m.pk for m in messages], status=MessageStatus.QUEUED, provider_message_id__isnull=True
+            )
+        ).values_list("pk", flat=True)
+    )
+    if ids:
+        Message.objects.filter(pk__in=ids).update(status=MessageStatus.SENDING, status_changed_at=timezone.now())
+    return ids
+
+
+def _newest_addresses(rows: list[Message], adapters: dict[int, ChannelAdapter | None]) -> dict[tuple[int, int], str]:
+    """(patient, inbox) → the patient's newest identity of the kind that inbox's channel sends to."""
+    wanted: dict[str, set[int]] = {}
+    for message in rows:
+        adapter = adapters[message.inbox_id]
+        if adapter is not None:
+            wanted.setdefault(adapter.address_kind, set()).add(message.conversation.patient_id)
+    newest: dict[tuple[str, int], str] = {}
+    for kind, patient_ids in wanted.items():
+        identities = (
+            PatientIdentity.objects.filter(patient_id__in=patient_ids, kind=kind)
+            .order_by("patient_id", "-id")
+            .values_list("patient_id", "value")
+        )
+        for patient_id, value in identities:
+            newest.setdefault((kind, patient_id), value)
+    addresses: dict[tuple[int, int], str] = {}
+    for message in rows:
+        adapter = adapters[message.inbox_id]
+        if adapter is not None:
+            address = newest.get((adapter.address_kind, message.conversation.patient_id))
+            if address is not None:
+                addresses[(message.conversation.patient_id, message.inbox_id)] = address
+    return addresses
+
+
+@transaction.atomic
+def _announce_sending(accepted: dict[int, tuple[Message, SendResult]], unannounced: frozenset[int]) -> None:
+    """The chunk's queued → sending events, and any further status a provider answered with."""
+    # A status callback may have moved some on already (and announced it); those are left alone.
+    still = set(
+        Message.objects.filter(pk__in=list(accepted), status=MessageStatus.SENDING).values_list("pk", flat=True)
+    )
+    rows = [accepted[pk][0] for pk in sorted(still)]
+    batch: list[tuple[events.BaseEvent, events.Audience]] = []
+    for message in rows:
+        message.status = MessageStatus.SENDING
+        run_status_hooks(message=message, old=MessageStatus.QUEUED, new=MessageStatus.SENDING)
+        if message.pk in unannounced:
+            continue
+        batch.append(
+            (
                 events.MessageStatusChanged(
                     conversation_id=message.conversation_id,
-                    message_id=message_id,
-                    status=MessageStatus.QUEUED,
-                    error_code="",
-                    error_message=exc.message[:500],
+                    message_id=message.pk,
+                    status=MessageStatus.SENDING,
+                    error_code=message.error_code,
+                    error_message=message.error_message,
                 ),
                 audience_of(message.conversation),
             )
-        return DeliveryOutcome(message_id, MessageStatus.QUEUED, retry=True, error=exc.message)
-    return DeliveryOutcome(message_id, result.status)
+        )
+    events.record_many(batch)
+    for message in rows:
+        status = accepted[message.pk][1].status
+        if status != MessageStatus.SENDING:
+            # Twilio answers "queued" or "accepted" (both "sending" here); a channel that confirms at once says "sent".
+            _move(
+                Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=message.pk),
+                status,
+            )
 
 
 def _record_provider_opt_out(message: Message) -> None:
@@ -219,3 +420,104 @@ def abandon_delivery(*, message_id: int, reason: str) -> None:
     message = Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=message_id)
     if message.status == MessageStatus.QUEUED:
         _fail(message, AdapterError(f"gave up after repeated transient errors: {reason}", code="retries_exhausted"))
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    found: int = 0
+    requeued: int = 0
+    unknown: int = 0
+
+
+def reconcile_unconfirmed(*, now: dt.datetime | None = None, limit: int = 200) -> Reconciled:
+    """Settle messages handed to a provider whose answer was never saved: "sending", no provider id, and no
+    status callback for DELIVERY_UNCONFIRMED_MINUTES (a worker killed between the request and saving its
+    answer, or before the request of a claimed block). The provider is asked, through the adapter's
+    `find_sent`: a message it has gets its id and status; one it does not have goes back to queued and is
+    delivered again; when the provider cannot say (unreachable), the message waits for the next sweep.
+
+    Adapters without `find_sent` leave their messages as they are. The wait is long enough for the
+    provider's own records to show the message, so "not there" means it never arrived.
+    """
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(minutes=settings.DELIVERY_UNCONFIRMED_MINUTES)
+    rows = list(
+        Message.objects.filter(
+            status=MessageStatus.SENDING, provider_message_id__isnull=True, status_changed_at__lt=cutoff
+        )
+        .select_related("conversation", "inbox")
+        .order_by("status_changed_at", "pk")[:limit]
+    )
+    adapters: dict[int, ChannelAdapter | None] = {}
+    for message in rows:
+        if message.inbox_id not in adapters:
+            try:
+                adapters[message.inbox_id] = adapter_for(message.inbox)
+            except AdapterError:
+                adapters[message.inbox_id] = None
+    addresses = _newest_addresses(rows, adapters)
+    found = requeued = unknown = 0
+    for message in rows:
+        adapter = adapters[message.inbox_id]
+        find_sent = getattr(adapter, "find_sent", None)
+        address = addresses.get((message.conversation.patient_id, message.inbox_id))
+        if find_sent is None or address is None:
+            unknown += 1
+            continue
+        outbound = OutboundMessage(
+            message_id=message.pk,
+            inbox=message.inbox,
+            to=address,
+            body=message.body,
+            attachments=message.attachments,
+            subject=message.conversation.subject,
+        )
+        try:
+            # The claim's moment, less a little for clocks: the provider cannot have it from before then.
+            result = find_sent(outbound, since=message.status_changed_at - dt.timedelta(minutes=2))
+        except AdapterError as exc:
+            logger.warning("message %s: could not ask the provider (%s); next sweep", message.pk, exc.code)
+            unknown += 1
+            continue
+        if result is not None:
+            update_message_status(
+                inbox_id=message.inbox_id,
+                update=StatusUpdate(provider_message_id=result.provider_message_id, status=result.status),
+                message_id=message.pk,
+            )
+            found += 1
+        elif _requeue_unsent(message.pk):
+            requeued += 1
+    if rows:
+        logger.warning("unconfirmed sends: %d found at the provider, %d requeued, %d unknown", found, requeued, unknown)
+    return Reconciled(found=found, requeued=requeued, unknown=unknown)
+
+
+@transaction.atomic
+def _requeue_unsent(message_id: int) -> bool:
+    """The provider never got it: "sending" was never true, so back to queued, and delivered again."""
+    message = (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("conversation")
+        .filter(pk=message_id, status=MessageStatus.SENDING, provider_message_id__isnull=True)
+        .first()
+    )
+    if message is None:
+        # A status callback settled it meanwhile.
+        return False
+    message.status = MessageStatus.QUEUED
+    message.status_changed_at = timezone.now()
+    message.save(update_fields=["status", "status_changed_at"])
+    events.record(
+        events.MessageStatusChanged(
+            conversation_id=message.conversation_id,
+            message_id=message_id,
+            status=MessageStatus.QUEUED,
+            error_code="",
+            error_message="",
+        ),
+        audience_of(message.conversation),
+    )
+    transaction.on_commit(lambda: enqueue("contactcenter.tasks.deliver_message", message_id=message_id))
+    logger.warning("message %s never reached the provider; delivering it again", message_id)
+    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -13,9 +14,12 @@ from django.utils import timezone
 from contactcenter import events
 from contactcenter.actions.consent import check_may_send
 from contactcenter.actions.conversations import audience_of
-from contactcenter.api.shapes import conversation_data, message_data
+from contactcenter.api.shapes import conversation_data, conversations_data, message_data, messages_data
+from contactcenter.bulk_update import update_rows
 from contactcenter.models import (
+    Consent,
     ConsentPurpose,
+    ConsentStatus,
     Conversation,
     ConversationStatus,
     Message,
@@ -90,3 +94,118 @@ def send_outbound(
     transaction.on_commit(lambda: enqueue("contactcenter.tasks.deliver_message", message_id=message_id))
     logger.info("outbound message %s queued on conversation %s", message.pk, conversation.pk)
     return message
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One message of a batch: the caller's key (a campaign recipient's id) to match refusals and results."""
+
+    key: int
+    conversation_id: int
+    body: str
+
+
+@dataclass
+class QueuedBatch:
+    messages: dict[int, Message]
+    # Messages announced only inside their new thread's ConversationAdded (see deliver_batch).
+    unannounced: frozenset[int]
+    # Drafts not written, with the reason's code: "empty", "too_long", "opted_out".
+    refused: dict[int, str]
+
+
+@transaction.atomic
+def queue_outbound_batch(
+    *, drafts: list[Draft], sender_kind: str, purpose: str, new_conversations: frozenset[int] = frozenset()
+) -> QueuedBatch:
+    """send_outbound for many messages of the system's own (a campaign chunk), in a handful of statements.
+
+    The same rules as send_outbound: bodies are checked and marketing to a patient who opted out is
+    refused; messages are written as queued with their events. Nothing is enqueued: the caller delivers
+    the batch (contactcenter.actions.delivery.deliver_batch), which paces it to the provider's rate.
+    Agents' messages go through send_outbound, which also handles assignment and read state.
+
+    `new_conversations`: threads just opened for this batch (open_outbound_conversations), announced
+    here once as added, already carrying their first message, rather than as added, message added and
+    updated.
+    """
+    if sender_kind == SenderKind.AGENT:
+        raise ValueError("agents' replies go through send_outbound")
+    refused: dict[int, str] = {}
+    bodies: dict[int, str] = {}
+    for draft in drafts:
+        body = draft.body.strip()
+        if not body:
+            refused[draft.key] = "empty"
+        elif len(body) > MAX_BODY_CHARS:
+            refused[draft.key] = "too_long"
+        else:
+            bodies[draft.key] = body
+    writable = [d for d in drafts if d.key in bodies]
+    if not writable:
+        return QueuedBatch(messages={}, unannounced=frozenset(), refused=refused)
+    conversations = {
+        c.pk: c
+        for c in Conversation.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("inbox", "patient", "assignee")
+        .prefetch_related("labels")
+        .filter(pk__in=[d.conversation_id for d in writable])
+    }
+    if purpose == ConsentPurpose.MARKETING:
+        opted_out = set(
+            Consent.objects.filter(
+                patient_id__in=[c.patient_id for c in conversations.values()],
+                purpose=purpose,
+                status=ConsentStatus.OPTED_OUT,
+            ).values_list("patient_id", flat=True)
+        )
+        for draft in writable:
+            if conversations[draft.conversation_id].patient_id in opted_out:
+                refused[draft.key] = "opted_out"
+        writable = [d for d in writable if d.key not in refused]
+    now = timezone.now()
+    created = Message.objects.bulk_create(
+        Message(
+            conversation=conversations[d.conversation_id],
+            inbox=conversations[d.conversation_id].inbox,
+            direction=MessageDirection.OUTBOUND,
+            sender_kind=sender_kind,
+            author=None,
+            body=bodies[d.key],
+            attachments=[],
+            status=MessageStatus.QUEUED,
+            created_at=now,
+            status_changed_at=now,
+        )
+        for d in writable
+    )
+    touched: dict[int, Conversation] = {}
+    for message in created:
+        conversation = message.conversation
+        conversation.last_message_at = now
+        conversation.last_message_preview = message.body[:140]
+        touched[conversation.pk] = conversation
+    update_rows(
+        Conversation,
+        ["last_message_at", "last_message_preview"],
+        {c.pk: (c.last_message_at, c.last_message_preview) for c in touched.values()},
+    )
+    batch: list[tuple[events.BaseEvent, events.Audience]] = []
+    shown = conversations_data([m.conversation for m in created])
+    for message, message_shape, conversation_shape in zip(created, messages_data(created), shown, strict=True):
+        audience = audience_of(message.conversation)
+        if message.conversation_id in new_conversations:
+            # A thread nobody has seen yet is announced once, carrying its first message's preview; nobody
+            # can have it open, and opening it reads the message from the API.
+            batch.append((events.ConversationAdded(conversation=conversation_shape), audience))
+        else:
+            batch.append((events.MessageAdded(message=message_shape), audience))
+            changed = ["last_message_at"]
+            batch.append((events.ConversationUpdated(conversation=conversation_shape, changed=changed), audience))
+    events.record_many(batch)
+    logger.info("%d outbound %s messages queued", len(created), sender_kind)
+    return QueuedBatch(
+        messages={d.key: m for d, m in zip(writable, created, strict=True)},
+        unannounced=frozenset(m.pk for m in created if m.conversation_id in new_conversations),
+        refused=refused,
+    )

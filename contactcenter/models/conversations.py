@@ -202,7 +202,17 @@ class Message(models.Model):
                 name="message_provider_id_unique_per_inbox",
             )
         ]
-        indexes = [models.Index(fields=["conversation", "created_at"])]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"]),
+            # The few messages still waiting for their delivery: the stalled-delivery sweep reads only these.
+            models.Index(fields=["status_changed_at"], condition=Q(status="queued"), name="message_queued_since"),
+            # Handed to a provider with no answer saved: what reconcile_unconfirmed looks at.
+            models.Index(
+                fields=["status_changed_at"],
+                condition=Q(status="sending", provider_message_id__isnull=True),
+                name="message_unconfirmed_since",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Message {self.pk}"

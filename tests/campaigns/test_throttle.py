@@ -20,12 +20,17 @@ WINDOW_SECONDS = 10.0
 TOLERANCE = 0.05
 
 
-def _taker(key: str, rate: float, until: float, out: Any) -> None:
+def _taker(key: str, rate: float, until: float, out: Any, how: str) -> None:
     # A fresh process: the parent's Redis connections are not shared across fork.
     throttle._script.cache_clear()
     stamps: list[float] = []
+    pacer = throttle.Pacer(key, rate)
     while True:
-        throttle.take(key, rate)
+        # "pacer" is what a campaign's delivery uses: slots reserved a block at a time.
+        if how == "pacer":
+            pacer.wait()
+        else:
+            throttle.take(key, rate)
         now = time.time()
         if now >= until:
             break
@@ -33,13 +38,13 @@ def _taker(key: str, rate: float, until: float, out: Any) -> None:
     out.put(stamps)
 
 
-def measure(key: str, rate: float, takers: int = 2) -> tuple[list[float], list[list[float]]]:
+def measure(key: str, rate: float, takers: int = 2, how: str = "take") -> tuple[list[float], list[list[float]]]:
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     start = time.time() + 0.5
     until = start + WINDOW_SECONDS
     throttle.reset(key)
-    procs = [ctx.Process(target=_taker, args=(key, rate, until, out)) for _ in range(takers)]
+    procs = [ctx.Process(target=_taker, args=(key, rate, until, out, how)) for _ in range(takers)]
     for proc in procs:
         proc.start()
     per_taker = [out.get(timeout=WINDOW_SECONDS + 30) for _ in procs]
@@ -49,11 +54,12 @@ def measure(key: str, rate: float, takers: int = 2) -> tuple[list[float], list[l
     return stamps, per_taker
 
 
+@pytest.mark.parametrize("how", ["take", "pacer"])
 @pytest.mark.parametrize("rate", [10, 100])
-def test_two_takers_sharing_a_sender_keep_its_rate_within_five_percent(rate: int) -> None:
+def test_two_takers_sharing_a_sender_keep_its_rate_within_five_percent(rate: int, how: str) -> None:
     key = f"{throttle.KEY_PREFIX}test-{uuid.uuid4().hex}"
 
-    stamps, per_taker = measure(key, rate)
+    stamps, per_taker = measure(key, rate, how=how)
 
     measured = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     assert abs(measured - rate) / rate <= TOLERANCE, f"{measured:.2f} tokens/s against {rate}"
@@ -96,3 +102,20 @@ def test_in_process_limiter_without_redis_reserves_the_same_slots(settings: Any)
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         throttle.acquire(f"{throttle.KEY_PREFIX}bad", 0)
+
+
+@pytest.mark.parametrize("redis", [True, False])
+def test_a_block_of_slots_is_reserved_in_one_call_and_the_next_caller_waits_behind_it(
+    settings: Any, redis: bool
+) -> None:
+    if not redis:
+        settings.REDIS_URL = ""
+    key = f"{throttle.KEY_PREFIX}test-{uuid.uuid4().hex}"
+
+    first = throttle.acquire(key, 2, count=4)
+    after = throttle.acquire(key, 2)
+
+    # Four slots of half a second each: the next free one is two seconds away.
+    assert first == 0
+    assert 1.5 < after <= 2.0
+    throttle.reset(key)

@@ -195,7 +195,8 @@ export function showAlert(box, messages) {
 export function progressOf(payload) {
   const counts = payload?.counts || {};
   const total = Number(payload?.total ?? Object.values(counts).reduce((a, b) => a + Number(b || 0), 0));
-  const open = Number(counts.pending || 0) + Number(counts.deferred || 0);
+  // Cancelled recipients were never sent to: a campaign cancelled at 3 of 20 shows 3 of 20, not a full bar.
+  const open = Number(counts.pending || 0) + Number(counts.deferred || 0) + Number(counts.cancelled || 0);
   let done = Object.values(counts).reduce((a, b) => a + Number(b || 0), 0) - open;
   if (payload?.status === "completed" && total > 0) done = Math.max(done, total);
   const percent = total > 0 ? Math.min(100, Math.round((done * 100) / total)) : payload?.status === "completed" ? 100 : 0;
@@ -506,7 +507,8 @@ async function campaignDetailPage(root) {
         label,
       );
     const list = [];
-    if (status === "running" || status === "scheduled") list.push(act("pause", t("pause"), "", "pause-button"));
+    // A scheduled campaign has nothing to pause yet: it can be cancelled, or left to start.
+    if (status === "running") list.push(act("pause", t("pause"), "", "pause-button"));
     if (status === "paused") list.push(act("resume", t("resume"), "btn-primary", "resume-button"));
     if (!FINAL.has(status)) {
       // Cancelling stops every unsent recipient for good: ask twice, inline (no blocking dialog).
@@ -583,7 +585,9 @@ async function campaignDetailPage(root) {
     showAlert(error, t("load_failed", { error: e.message }));
     return;
   }
-  if (new URLSearchParams(location.search).get("launched")) showAlert(notice, t("launched_notice"));
+  const arrived = new URLSearchParams(location.search);
+  if (arrived.get("scheduled") && campaign.scheduled_at) showAlert(notice, t("scheduled_notice", { time: fullTime(campaign.scheduled_at) }));
+  else if (arrived.get("launched")) showAlert(notice, t("launched_notice"));
   feed.start();
 }
 

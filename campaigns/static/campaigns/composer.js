@@ -395,7 +395,7 @@ async function composerPage(root) {
           autosave.cancel();
           if (!(await save(true))) return;
           await api(`/${campaignId}/schedule/`, { method: "POST", body });
-          location.assign(`/campaigns/${campaignId}/?launched=1`);
+          location.assign(`/campaigns/${campaignId}/?${body.at ? "scheduled" : "launched"}=1`);
         } catch (e) {
           showAlert(error, e.messages);
         } finally {

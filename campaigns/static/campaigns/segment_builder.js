@@ -392,11 +392,22 @@ async function segmentBuilderPage(root) {
   const saveBtn = h("button", { type: "submit", class: "btn btn-primary", dataset: { testid: "save-segment" } }, t("save_segment"));
   const useLink = h("a", { class: "btn", hidden: !segmentId, href: segmentId ? `/campaigns/new/?segment=${segmentId}` : "#", dataset: { testid: "use-segment" } }, t("use_in_campaign"));
 
-  // Static list (CSV) panel.
-  const uploadForm = buildUploadPanel(() => segmentId, (id) => {
-    segmentId = id;
-    history.replaceState(null, "", `/campaigns/segments/${id}/`);
-  });
+  // Static list (CSV) panel. The side panel then counts the list, not the (empty) rules.
+  const showMembers = (n) => {
+    token++;
+    count.textContent = fmtNumber(n);
+    count.dataset.count = String(n);
+    count.dataset.state = "ready";
+    countNote.textContent = t("members_now", { n: fmtNumber(n) });
+  };
+  const uploadForm = buildUploadPanel(
+    () => segmentId,
+    (id) => {
+      segmentId = id;
+      history.replaceState(null, "", `/campaigns/segments/${id}/`);
+    },
+    showMembers,
+  );
 
   let catalog = [];
   let token = 0;
@@ -468,10 +479,22 @@ async function segmentBuilderPage(root) {
     h("div", { class: "camp-buttons camp-form-foot" }, saveBtn, useLink),
   );
 
-  const tabs = buildTabs([
-    { key: "rules", label: t("tab_rules"), panel: form },
-    { key: "static", label: t("tab_static"), panel: uploadForm },
-  ]);
+  const tabs = buildTabs(
+    [
+      { key: "rules", label: t("tab_rules"), panel: form },
+      { key: "static", label: t("tab_static"), panel: uploadForm },
+    ],
+    (key) => {
+      if (key === "rules") refreshCount(ruleTree.tree);
+      else if (uploadForm.members !== undefined) showMembers(uploadForm.members);
+      else {
+        token++;
+        count.textContent = "—";
+        count.dataset.state = "idle";
+        countNote.textContent = t("file_required");
+      }
+    },
+  );
 
   setChildren(
     root,
@@ -519,27 +542,28 @@ async function segmentBuilderPage(root) {
   refreshCount(ruleTree.tree);
 }
 
-function buildTabs(items) {
+function buildTabs(items, onSelect = () => {}) {
   const bar = h("div", { class: "tabs camp-tabs", role: "tablist" });
   const panels = h("div", { class: "camp-tab-panels" });
   const buttons = {};
-  const select = (key) => {
+  const select = (key, announce = true) => {
     for (const item of items) {
       buttons[item.key].setAttribute("aria-selected", String(item.key === key));
       item.panel.hidden = item.key !== key;
     }
+    if (announce) onSelect(key);
   };
   for (const item of items) {
     buttons[item.key] = h("button", { type: "button", class: "tab", role: "tab", dataset: { testid: `tab-${item.key}` }, onclick: () => select(item.key) }, item.label);
     bar.append(buttons[item.key]);
     panels.append(item.panel);
   }
-  select(items[0].key);
+  select(items[0].key, false);
   return { bar, panels, select };
 }
 
 /** The static-list upload: a name, a CSV file, and the report of rows kept and rows refused (with why). */
-function buildUploadPanel(currentId, onCreated) {
+function buildUploadPanel(currentId, onCreated, onMembers) {
   const error = alertBox();
   const nameInput = h("input", { type: "text", id: "static-name", class: "field", maxlength: "120", dataset: { testid: "static-name" } });
   const fileInput = h("input", { type: "file", id: "static-file", accept: ".csv,text/csv", class: "field", dataset: { testid: "static-file" } });
@@ -583,10 +607,18 @@ function buildUploadPanel(currentId, onCreated) {
     report,
   );
 
+  const useLink = () => {
+    const id = currentId();
+    return id ? h("a", { class: "btn", href: `/campaigns/new/?segment=${id}`, dataset: { testid: "use-static-list" } }, t("use_in_campaign")) : null;
+  };
   const showReport = (result) => {
     const rejected = result.rejected ?? [];
     const added = result.added ?? 0;
     const members = result.member_count;
+    if (members !== undefined) {
+      form.members = members;
+      onMembers(members);
+    }
     report.hidden = false;
     setChildren(
       report,
@@ -608,6 +640,7 @@ function buildUploadPanel(currentId, onCreated) {
             ),
           )
         : null,
+      members ? h("div", { class: "camp-buttons" }, useLink()) : null,
     );
   };
   form.showSegment = (segment) => {
@@ -615,8 +648,14 @@ function buildUploadPanel(currentId, onCreated) {
     nameInput.disabled = true;
     const members = segment.member_count ?? segment.members;
     if (members !== undefined) {
+      form.members = members;
+      onMembers(members);
       report.hidden = false;
-      setChildren(report, h("p", { class: "seg-report-summary" }, t("members_now", { n: fmtNumber(members) })));
+      setChildren(
+        report,
+        h("p", { class: "seg-report-summary" }, t("members_now", { n: fmtNumber(members) })),
+        members ? h("div", { class: "camp-buttons" }, useLink()) : null,
+      );
     }
   };
   return form;
