@@ -338,6 +338,9 @@ def test_a_marketer_uploads_a_static_list_and_schedules_a_campaign_for_tomorrow(
     expect(errors.first.locator("td")).to_have_text(list(BAD_ROW))
     mark.wait_for_url(re.compile(r"/campaigns/segments/\d+/$"))
     segment_id = int(mark.url.rstrip("/").rsplit("/", 1)[1])
+    # The side panel counts the list now, not the empty rules tab, and the list can go straight to a campaign.
+    expect(mark.get_by_test_id("segment-count")).to_have_attribute("data-count", "3")
+    expect(mark.get_by_test_id("use-static-list")).to_have_attribute("href", f"/campaigns/new/?segment={segment_id}")
     screenshot(mark, "campaigns-static-list-en")
     assert off_loop(static_list, segment_id) == (LIST_NAME, SegmentKind.STATIC, listed)
 
@@ -370,9 +373,13 @@ def test_a_marketer_uploads_a_static_list_and_schedules_a_campaign_for_tomorrow(
     mark.get_by_test_id("send-button").click()
 
     # --- The campaign page: scheduled for that time, nothing sent --------------------------------------------
-    mark.wait_for_url(re.compile(rf"{re.escape(live_server_url)}/campaigns/\d+/\?launched=1$"))
+    mark.wait_for_url(re.compile(rf"{re.escape(live_server_url)}/campaigns/\d+/\?scheduled=1$"))
     campaign_id = int(mark.url.split("/campaigns/")[1].split("/")[0])
     shown_time = f"{tomorrow:%d/%m/%Y}, 10:00"
+    expect(mark.get_by_test_id("campaign-notice")).to_contain_text(f"The campaign is scheduled for {shown_time}.")
+    # Nothing to pause before it starts; it can still be cancelled.
+    expect(mark.get_by_test_id("pause-button")).to_have_count(0)
+    expect(mark.get_by_test_id("cancel-button")).to_be_visible()
     expect(mark.get_by_test_id("campaign-status")).to_have_attribute("data-status", "scheduled")
     expect(mark.get_by_test_id("campaign-status")).to_have_text("Scheduled")
     expect(meta_value(mark, "Scheduled")).to_have_text(shown_time)
@@ -580,5 +587,9 @@ def test_a_marketer_pauses_resumes_and_cancels_campaigns_while_they_send(
     expect(
         watcher.locator(f"[data-testid=campaign-row][data-campaign-id='{second}'] [data-testid=campaign-status]")
     ).to_have_attribute("data-status", "cancelled")
+    # Cancelled recipients were never sent to: the row shows how many were, not a full bar.
+    expect(
+        watcher.locator(f"[data-testid=campaign-row][data-campaign-id='{second}'] [data-testid=campaign-progress]")
+    ).to_have_text(f"{len(sent)}/{SLOW_AUDIENCE}")
     screenshot(watcher, "campaigns-list-paused-cancelled-en")
     mark.context.close()

@@ -304,10 +304,12 @@ def test_pause_stops_the_run_after_the_chunk_in_flight_and_resume_finishes_it(
 
     assert run_campaign(campaign.pk) == "stopped"
 
-    # Paused during the second chunk's first request: that chunk finishes, the third never starts.
-    assert len(fake.requests) == 4
-    assert sorted(states(campaign).values()).count(RecipientState.SENT) == 4
-    assert sorted(states(campaign).values()).count(RecipientState.PENDING) == 4
+    # Paused during the second chunk's first request: that chunk finishes, and so does the third if the run
+    # had already written it (it writes the next chunk while delivering one); the fourth never starts.
+    sent = sorted(states(campaign).values()).count(RecipientState.SENT)
+    assert sent in (4, 6), sent
+    assert len(fake.requests) == sent
+    assert sorted(states(campaign).values()).count(RecipientState.PENDING) == 8 - sent
     campaign.refresh_from_db()
     assert campaign.status == CampaignStatus.PAUSED
 

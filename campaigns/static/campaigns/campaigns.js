@@ -447,6 +447,7 @@ async function campaignDetailPage(root) {
   const id = pageData.campaign_id;
   const error = alertBox();
   const notice = alertBox("info");
+  notice.dataset.testid = "campaign-notice";
   const title = h("h2", { class: "camp-card-title", dataset: { testid: "campaign-title" } }, "");
   const badgeSlot = h("span", { class: "camp-badge-slot" });
   const meta = h("dl", { class: "camp-meta" });
