@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
             ok = print_send(send_section(snap["campaign"], args.recipients, args.profile, postmaster)) and ok
             if not args.skip_status:
-                print(f"\nposting {args.recipients:,} status callbacks …", flush=True)
+                print(f"\nposting {args.status_sample or args.recipients:,} status callbacks …", flush=True)
                 ok = print_status(status_section(snap["campaign"], args.recipients, args.status_sample)) and ok
         print(f"\noverall: {'checks ok' if ok else 'a check FAILED'} (total {time.monotonic() - started:.0f} s)")
         return 0 if ok else 1

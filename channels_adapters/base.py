@@ -113,3 +113,8 @@ def adapter_for(inbox: Inbox) -> ChannelAdapter:
     except KeyError:
         raise AdapterError(f"no adapter registered for channel {inbox.channel_type!r}", permanent=True) from None
     return factory()
+
+
+def channels_that_can(method: str) -> list[str]:
+    """The channel types whose adapter offers an optional capability (`find_sent`, `prepare`)."""
+    return sorted(channel for channel, factory in _REGISTRY.items() if callable(getattr(factory(), method, None)))

@@ -20,6 +20,7 @@ from channels_adapters.base import (
     SendResult,
     StatusUpdate,
     adapter_for,
+    channels_that_can,
 )
 from contactcenter import events
 from contactcenter.actions.conversations import audience_of
@@ -436,14 +437,17 @@ def reconcile_unconfirmed(*, now: dt.datetime | None = None, limit: int = 200) -
     `find_sent`: a message it has gets its id and status; one it does not have goes back to queued and is
     delivered again; when the provider cannot say (unreachable), the message waits for the next sweep.
 
-    Adapters without `find_sent` leave their messages as they are. The wait is long enough for the
+    Channels whose adapter has no `find_sent` are not looked at. The wait is long enough for the
     provider's own records to show the message, so "not there" means it never arrived.
     """
     now = now or timezone.now()
     cutoff = now - dt.timedelta(minutes=settings.DELIVERY_UNCONFIRMED_MINUTES)
     rows = list(
         Message.objects.filter(
-            status=MessageStatus.SENDING, provider_message_id__isnull=True, status_changed_at__lt=cutoff
+            status=MessageStatus.SENDING,
+            provider_message_id__isnull=True,
+            status_changed_at__lt=cutoff,
+            inbox__channel_type__in=channels_that_can("find_sent"),
         )
         .select_related("conversation", "inbox")
         .order_by("status_changed_at", "pk")[:limit]

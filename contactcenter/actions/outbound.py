@@ -192,14 +192,17 @@ def queue_outbound_batch(
     )
     batch: list[tuple[events.BaseEvent, events.Audience]] = []
     shown = conversations_data([m.conversation for m in created])
-    for message, message_shape, conversation_shape in zip(created, messages_data(created), shown, strict=True):
+    # A message announced inside its new thread's ConversationAdded needs no shape of its own.
+    told = [m for m in created if m.conversation_id not in new_conversations]
+    message_shapes = dict(zip((m.pk for m in told), messages_data(told), strict=True))
+    for message, conversation_shape in zip(created, shown, strict=True):
         audience = audience_of(message.conversation)
         if message.conversation_id in new_conversations:
             # A thread nobody has seen yet is announced once, carrying its first message's preview; nobody
             # can have it open, and opening it reads the message from the API.
             batch.append((events.ConversationAdded(conversation=conversation_shape), audience))
         else:
-            batch.append((events.MessageAdded(message=message_shape), audience))
+            batch.append((events.MessageAdded(message=message_shapes[message.pk]), audience))
             changed = ["last_message_at"]
             batch.append((events.ConversationUpdated(conversation=conversation_shape, changed=changed), audience))
     events.record_many(batch)
