@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from channels_adapters.base import (
@@ -25,7 +25,6 @@ from channels_adapters.base import (
 from contactcenter import events
 from contactcenter.actions.conversations import audience_of
 from contactcenter.bulk_update import update_rows
-from contactcenter.dispatch import skip_locked
 from contactcenter.models import Message, MessageStatus, PatientIdentity
 from contactcenter.status_hooks import run_status_hooks
 from contactcenter.taskrunner import enqueue
@@ -244,19 +243,21 @@ def _senders() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=settings.DELIVERY_CONCURRENCY, thread_name_prefix="deliver")
 
 
-@transaction.atomic
 def _claim(messages: list[Message]) -> set[int]:
-    """queued → sending for those still queued, committed before any of them reaches the provider."""
-    ids = set(
-        skip_locked(
-            Message.objects.filter(
-                pk__in=[m.pk for m in messages], status=MessageStatus.QUEUED, provider_message_id__isnull=True
-            )
-        ).values_list("pk", flat=True)
-    )
-    if ids:
-        Message.objects.filter(pk__in=ids).update(status=MessageStatus.SENDING, status_changed_at=timezone.now())
-    return ids
+    """queued → sending for those still queued, in one statement (its own commit outside a transaction)
+    before any of them reaches the provider. Returns the ids this call moved: any other delivery that
+    got there first moved the rest, and the compare-and-set in the WHERE clause keeps that exact."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    changed_at = Message._meta.get_field("status_changed_at").get_db_prep_save(timezone.now(), connection)
+    ids = [m.pk for m in messages]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, status_changed_at = %s "  # noqa: S608 (quoted table name only)
+            f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s AND provider_message_id IS NULL "
+            "RETURNING id",
+            [MessageStatus.SENDING, changed_at, *ids, MessageStatus.QUEUED],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _newest_addresses(rows: list[Message], adapters: dict[int, ChannelAdapter | None]) -> dict[tuple[int, int], str]:

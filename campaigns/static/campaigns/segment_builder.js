@@ -393,7 +393,9 @@ async function segmentBuilderPage(root) {
   const useLink = h("a", { class: "btn", hidden: !segmentId, href: segmentId ? `/campaigns/new/?segment=${segmentId}` : "#", dataset: { testid: "use-segment" } }, t("use_in_campaign"));
 
   // Static list (CSV) panel. The side panel then counts the list, not the (empty) rules.
+  let counting = "rules";
   const showMembers = (n) => {
+    counting = "static";
     token++;
     count.textContent = fmtNumber(n);
     count.dataset.count = String(n);
@@ -412,6 +414,8 @@ async function segmentBuilderPage(root) {
   let catalog = [];
   let token = 0;
   const refreshCount = debounce(async (tree) => {
+    // The static-list tab counts its list; a rules count still pending must not overwrite it.
+    if (counting !== "rules") return;
     const mine = ++token;
     if (!isComplete(tree, catalog)) {
       count.dataset.state = "incomplete";
@@ -422,7 +426,7 @@ async function segmentBuilderPage(root) {
     countNote.textContent = t("counting");
     try {
       const result = await api("/segments/preview/", { method: "POST", body: { rules: tree } });
-      if (mine !== token) return;
+      if (mine !== token || counting !== "rules") return;
       count.textContent = fmtNumber(result.count);
       count.dataset.count = String(result.count);
       count.dataset.state = "ready";
@@ -485,6 +489,7 @@ async function segmentBuilderPage(root) {
       { key: "static", label: t("tab_static"), panel: uploadForm },
     ],
     (key) => {
+      counting = key;
       if (key === "rules") refreshCount(ruleTree.tree);
       else if (uploadForm.members !== undefined) showMembers(uploadForm.members);
       else {
