@@ -148,22 +148,7 @@ def record(event: BaseEvent, audience: Audience) -> Event:
     would never ask for 7. The lock is transaction-scoped: held from the first event to commit.
     SQLite already serialises writers.
     """
-    if not connection.in_atomic_block:
-        raise RuntimeError("events.record must be called inside the action's transaction")
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
-    row = Event.objects.create(
-        type=event.type,
-        op=event.op,
-        payload=event.payload(),
-        inbox_id=audience.inbox_id,
-        team_id=audience.team_id,
-        user_id=audience.user_id,
-        conversation_id=audience.conversation_id,
-    )
-    _hints_for_this_transaction().add(row.id, audience.groups())
-    return row
+    return record_many([(event, audience)])[0]
 
 
 def record_many(items: list[tuple[BaseEvent, Audience]]) -> list[Event]:
@@ -174,7 +159,7 @@ def record_many(items: list[tuple[BaseEvent, Audience]]) -> list[Event]:
     if not items:
         return []
     if not connection.in_atomic_block:
-        raise RuntimeError("events.record_many must be called inside the action's transaction")
+        raise RuntimeError("events must be recorded inside the action's transaction")
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])

@@ -91,14 +91,7 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
             _fail(message, missing)
             return DeliveryOutcome(message_id, MessageStatus.FAILED, error=missing.message)
         _move(message, MessageStatus.SENDING)
-    outbound = OutboundMessage(
-        message_id=message.pk,
-        inbox=inbox,
-        to=address,
-        body=message.body,
-        attachments=message.attachments,
-        subject=message.conversation.subject,
-    )
+    outbound = _outbound(message, address)
     try:
         with transaction.atomic():
             result = adapter.send(outbound)
@@ -109,6 +102,32 @@ def deliver_message(*, message_id: int) -> DeliveryOutcome:
     except AdapterError as exc:
         return _after_error(message_id, exc)
     return DeliveryOutcome(message_id, result.status)
+
+
+def _outbound(message: Message, address: str) -> OutboundMessage:
+    """What the adapter is handed: `message` comes with its conversation and inbox loaded."""
+    return OutboundMessage(
+        message_id=message.pk,
+        inbox=message.inbox,
+        to=address,
+        body=message.body,
+        attachments=message.attachments,
+        subject=message.conversation.subject,
+    )
+
+
+def _announce_requeued(message: Message, reason: str) -> None:
+    """Back to queued (the provider never got it): clients show it waiting again, with the reason if any."""
+    events.record(
+        events.MessageStatusChanged(
+            conversation_id=message.conversation_id,
+            message_id=message.pk,
+            status=MessageStatus.QUEUED,
+            error_code="",
+            error_message=reason,
+        ),
+        audience_of(message.conversation),
+    )
 
 
 def _after_error(message_id: int, exc: AdapterError) -> DeliveryOutcome:
@@ -127,16 +146,7 @@ def _after_error(message_id: int, exc: AdapterError) -> DeliveryOutcome:
         # Back to queued so the retry is allowed to send; nothing reached the provider. The agent
         # sees the reason while the retry waits.
         Message.objects.filter(pk=message_id).update(status=MessageStatus.QUEUED, error_message=exc.message[:500])
-        events.record(
-            events.MessageStatusChanged(
-                conversation_id=message.conversation_id,
-                message_id=message_id,
-                status=MessageStatus.QUEUED,
-                error_code="",
-                error_message=exc.message[:500],
-            ),
-            audience_of(message.conversation),
-        )
+        _announce_requeued(message, exc.message[:500])
     return DeliveryOutcome(message_id, MessageStatus.QUEUED, retry=True, error=exc.message)
 
 
@@ -202,14 +212,7 @@ def deliver_batch(
                 continue
             sender = adapters[message.inbox_id]
             assert sender is not None
-            outbound = OutboundMessage(
-                message_id=message.pk,
-                inbox=message.inbox,
-                to=addresses[(message.conversation.patient_id, message.inbox_id)],
-                body=message.body,
-                attachments=message.attachments,
-                subject=message.conversation.subject,
-            )
+            outbound = _outbound(message, addresses[(message.conversation.patient_id, message.inbox_id)])
             pace()
             if message.inbox_id in concurrent:
                 pending.append((message, _senders().submit(sender.send, outbound)))
@@ -469,14 +472,7 @@ def reconcile_unconfirmed(*, now: dt.datetime | None = None, limit: int = 200) -
         if find_sent is None or address is None:
             unknown += 1
             continue
-        outbound = OutboundMessage(
-            message_id=message.pk,
-            inbox=message.inbox,
-            to=address,
-            body=message.body,
-            attachments=message.attachments,
-            subject=message.conversation.subject,
-        )
+        outbound = _outbound(message, address)
         try:
             # The claim's moment, less a little for clocks: the provider cannot have it from before then.
             result = find_sent(outbound, since=message.status_changed_at - dt.timedelta(minutes=2))
@@ -513,16 +509,7 @@ def _requeue_unsent(message_id: int) -> bool:
     message.status = MessageStatus.QUEUED
     message.status_changed_at = timezone.now()
     message.save(update_fields=["status", "status_changed_at"])
-    events.record(
-        events.MessageStatusChanged(
-            conversation_id=message.conversation_id,
-            message_id=message_id,
-            status=MessageStatus.QUEUED,
-            error_code="",
-            error_message="",
-        ),
-        audience_of(message.conversation),
-    )
+    _announce_requeued(message, "")
     transaction.on_commit(lambda: enqueue("contactcenter.tasks.deliver_message", message_id=message_id))
     logger.warning("message %s never reached the provider; delivering it again", message_id)
     return True
