@@ -7,15 +7,14 @@ recovered by the next hint, the periodic catch-up, or the client's reconnect wit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
+from contactcenter import publishing
+from contactcenter.bulk_insert import insert_rows
 from contactcenter.models import Event
 
 logger = logging.getLogger(__name__)
@@ -163,17 +162,20 @@ def record_many(items: list[tuple[BaseEvent, Audience]]) -> list[Event]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
-    rows = Event.objects.bulk_create(
-        Event(
-            type=event.type,
-            op=event.op,
-            payload=event.payload(),
-            inbox_id=audience.inbox_id,
-            team_id=audience.team_id,
-            user_id=audience.user_id,
-            conversation_id=audience.conversation_id,
-        )
-        for event, audience in items
+    rows = insert_rows(
+        Event,
+        [
+            Event(
+                type=event.type,
+                op=event.op,
+                payload=event.payload(),
+                inbox_id=audience.inbox_id,
+                team_id=audience.team_id,
+                user_id=audience.user_id,
+                conversation_id=audience.conversation_id,
+            )
+            for event, audience in items
+        ],
     )
     hints = _hints_for_this_transaction()
     for row, (_event, audience) in zip(rows, items, strict=True):
@@ -216,32 +218,18 @@ def _hints_for_this_transaction() -> _PendingHints:
 
 
 def publish_hint(event_id: int, groups: list[str]) -> None:
-    layer = get_channel_layer()
-    if layer is None or not groups:
+    if not groups:
         return
-    message = {"type": "event.hint", "event_id": event_id}
-
-    async def send_all() -> list[Any]:
-        # One event loop for all the groups, sent concurrently.
-        return await asyncio.gather(*(layer.group_send(group, message) for group in groups), return_exceptions=True)
-
     try:
-        results = async_to_sync(send_all)()
+        results = publishing.group_send_all(groups, {"type": "event.hint", "event_id": event_id})
     except Exception:
         # Losing a hint is survivable by design (consumers catch up from the database), so a
         # broken channel layer must not fail the request that already committed.
         logger.exception("event hint %s to %s not published", event_id, ",".join(groups))
         return
     for group, result in zip(groups, results, strict=True):
-        if isinstance(result, BaseException):
+        if result is not None:
             logger.error("event hint %s to %s not published: %r", event_id, group, result)
-
-
-def send_ephemeral(group: str, message: dict[str, Any]) -> None:
-    """Typing and similar signals: not stored, best effort."""
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(group, message)
 
 
 def serialize(event: Event) -> dict[str, Any]:

@@ -13,11 +13,11 @@ import threading
 import time
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db.models import Count
 
 from campaigns.models import Campaign, CampaignRecipient, RecipientState
+from contactcenter import publishing
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,15 @@ def changed(campaign_id: int, *, force: bool = False) -> bool:
         if not force and now - _last_published.get(campaign_id, float("-inf")) < MIN_INTERVAL:
             return False
         _last_published[campaign_id] = now
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return False
     data = snapshot(campaign_id)
     if data is None:
         return False
     try:
-        async_to_sync(layer.group_send)(group_name(campaign_id), {"type": "campaign.progress", "progress": data})
+        failed = publishing.group_send_all([group_name(campaign_id)], {"type": "campaign.progress", "progress": data})
+        if failed[0] is not None:
+            raise failed[0]
     except Exception:
         # Progress frames are a hint; the socket re-reads the counts on its own, so a lost one is fine.
         logger.exception("progress of campaign %s not published", campaign_id)

@@ -15,6 +15,7 @@ from contactcenter import events
 from contactcenter.actions.consent import check_may_send
 from contactcenter.actions.conversations import audience_of
 from contactcenter.api.shapes import conversation_data, conversations_data, message_data, messages_data
+from contactcenter.bulk_insert import insert_rows
 from contactcenter.bulk_update import update_rows
 from contactcenter.models import (
     Consent,
@@ -22,6 +23,7 @@ from contactcenter.models import (
     ConsentStatus,
     Conversation,
     ConversationStatus,
+    Inbox,
     Message,
     MessageDirection,
     MessageStatus,
@@ -146,11 +148,14 @@ def queue_outbound_batch(
         return QueuedBatch(messages={}, unannounced=frozenset(), refused=refused)
     conversations = {
         c.pk: c
-        for c in Conversation.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("inbox", "patient", "assignee")
-        .prefetch_related("labels")
-        .filter(pk__in=[d.conversation_id for d in writable])
+        for c in Conversation.objects.select_for_update(no_key=True).filter(
+            pk__in=[d.conversation_id for d in writable]
+        )
     }
+    # A chunk's threads share an inbox or two: one instance each, rather than one per row from a join.
+    inboxes = Inbox.objects.in_bulk({c.inbox_id for c in conversations.values()})
+    for conversation in conversations.values():
+        conversation.inbox = inboxes[conversation.inbox_id]
     if purpose == ConsentPurpose.MARKETING:
         opted_out = set(
             Consent.objects.filter(
@@ -164,20 +169,23 @@ def queue_outbound_batch(
                 refused[draft.key] = "opted_out"
         writable = [d for d in writable if d.key not in refused]
     now = timezone.now()
-    created = Message.objects.bulk_create(
-        Message(
-            conversation=conversations[d.conversation_id],
-            inbox=conversations[d.conversation_id].inbox,
-            direction=MessageDirection.OUTBOUND,
-            sender_kind=sender_kind,
-            author=None,
-            body=bodies[d.key],
-            attachments=[],
-            status=MessageStatus.QUEUED,
-            created_at=now,
-            status_changed_at=now,
-        )
-        for d in writable
+    created = insert_rows(
+        Message,
+        [
+            Message(
+                conversation=conversations[d.conversation_id],
+                inbox=conversations[d.conversation_id].inbox,
+                direction=MessageDirection.OUTBOUND,
+                sender_kind=sender_kind,
+                author=None,
+                body=bodies[d.key],
+                attachments=[],
+                status=MessageStatus.QUEUED,
+                created_at=now,
+                status_changed_at=now,
+            )
+            for d in writable
+        ],
     )
     touched: dict[int, Conversation] = {}
     for message in created:

@@ -151,9 +151,54 @@ def message_data(message: Message) -> dict[str, Any]:
 
 
 def conversations_data(conversations: list[Conversation]) -> list[dict[str, Any]]:
-    """conversation_data for a batch: DRF builds a ModelSerializer's fields per serializer instance (about
-    a millisecond), so a batch shares one instead of paying that per row."""
-    return [dict(row) for row in ConversationSerializer(conversations, many=True).data]
+    """conversation_data for a batch (a campaign chunk's hundreds of threads), from bare Conversation rows.
+
+    The same dicts as ConversationSerializer, field by field through its own fields, but the related rows
+    are read once for the batch: patients in one query, labels in one, assignees and inboxes once each.
+    Serializing hundreds of rows with select_related and prefetched labels built four model instances
+    and a nested serializer run per row: a fifth of a campaign worker's time.
+    """
+    if not conversations:
+        return []
+    fields = ConversationSerializer().fields
+    patient_fields = PatientRefSerializer().fields
+    ids = [c.pk for c in conversations]
+    patients = {
+        row["id"]: {name: _shown(field, row[name]) for name, field in patient_fields.items()}
+        for row in Patient.objects.filter(pk__in={c.patient_id for c in conversations}).values(*patient_fields)
+    }
+    inboxes = {
+        inbox.pk: dict(InboxRefSerializer(inbox).data)
+        for inbox in Inbox.objects.filter(pk__in={c.inbox_id for c in conversations})
+    }
+    assignee_ids = {c.assignee_id for c in conversations if c.assignee_id is not None}
+    assignees = {
+        user.pk: dict(StaffRefSerializer(user).data)
+        for user in User.objects.filter(pk__in=assignee_ids).select_related("agent_profile")
+    }
+    labels: dict[int, list[dict[str, Any]]] = {}
+    links = Conversation.labels.through.objects.filter(conversation_id__in=ids).select_related("label")
+    for link in links.order_by("label_id"):
+        labels.setdefault(link.conversation_id, []).append(dict(LabelSerializer(link.label).data))
+    related: dict[str, Any] = {"patient": patients, "inbox": inboxes, "assignee": assignees}
+    shapes = []
+    for conversation in conversations:
+        shape: dict[str, Any] = {}
+        for name, field in fields.items():
+            if name in related:
+                key = getattr(conversation, f"{name}_id")
+                shape[name] = None if key is None else related[name][key]
+            elif name == "labels":
+                shape[name] = labels.get(conversation.pk, [])
+            else:
+                shape[name] = _shown(field, getattr(conversation, field.source or name))
+        shapes.append(shape)
+    return shapes
+
+
+def _shown(field: serializers.Field[Any, Any, Any, Any], value: Any) -> Any:
+    # As Serializer.to_representation does: a None attribute is shown as None without asking the field.
+    return None if value is None else field.to_representation(value)
 
 
 def messages_data(messages: list[Message]) -> list[dict[str, Any]]:

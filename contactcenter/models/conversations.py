@@ -196,10 +196,12 @@ class Message(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
+            # The provider's id leads: a status callback finds its message by that id alone, before it knows
+            # the inbox, and with the inbox first that lookup scanned the whole message table.
             models.UniqueConstraint(
-                fields=["inbox", "provider_message_id"],
+                fields=["provider_message_id", "inbox"],
                 condition=Q(provider_message_id__isnull=False),
-                name="message_provider_id_unique_per_inbox",
+                name="message_provider_id_unique",
             )
         ]
         indexes = [
