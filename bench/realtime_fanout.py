@@ -368,8 +368,8 @@ def publisher_main(plan_path: str) -> int:
     t0 = float(go[1])
     schedule = [(i, t0 + i / rate, team_index, sender) for i, team_index, sender in plan_items]
     if plan["publish_from"] == "server":
-        # As Daphne serves a webhook: the action in a worker thread under a running event loop, so
-        # async_to_sync(group_send) in publish_hint runs on that loop and reuses its Redis connections.
+        # As Daphne serves a webhook: the action in a worker thread under a running event loop. publish_hint
+        # sends through contactcenter.publishing's own loop and Redis pool from either kind of thread.
         from asgiref.sync import sync_to_async
 
         async def paced() -> None:
@@ -381,7 +381,7 @@ def publisher_main(plan_path: str) -> int:
 
         asyncio.run(paced())
     else:
-        # As a Celery worker would: plain threads, so every async_to_sync call makes its own event loop.
+        # As a Celery worker would: plain threads, no event loop of their own.
         for item in schedule:
             time.sleep(max(0.0, item[1] - time.monotonic()))
             pool.submit(job, *item)
@@ -1199,7 +1199,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("server", "worker"),
         default="server",
         help="publisher threads under an event loop like Daphne serving webhooks (server), or plain like a "
-        "Celery worker, where each group_send makes its own loop and Redis connection (worker)",
+        "Celery worker (worker); hints go through contactcenter.publishing's one loop and Redis pool either way",
     )
     parser.add_argument(
         "--grace", type=float, default=5.0, help="live deliveries end after this many seconds without any (5)"

@@ -34,8 +34,14 @@ def insert_rows(model: type[M], objs: Sequence[M]) -> list[M]:
         return model._default_manager.bulk_create(objs)
     meta = model._meta
     pk = meta.pk
-    assert pk is not None and pk.column
+    if not isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField) or not pk.column:
+        raise TypeError(f"insert_rows draws ids from a sequence; {model.__name__}'s primary key has none")
     fields = [field for field in meta.concrete_fields if field is not pk]
+    if any(field.generated or field.has_db_default() for field in fields):
+        raise TypeError(f"insert_rows writes every column; {model.__name__} has columns the database fills")
+    for obj in objs:
+        # As bulk_create: a related object assigned unsaved is refused, a saved one's id is taken.
+        obj._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     columns = ", ".join(quote(str(column)) for column in [pk.column, *(field.column for field in fields)])
@@ -47,8 +53,8 @@ def insert_rows(model: type[M], objs: Sequence[M]) -> list[M]:
         )
         ids = sorted(row[0] for row in cursor.fetchall())
         started = time.monotonic()
-        # The wrapped psycopg cursor: Django's wrapper has no COPY.
-        with cursor.cursor.copy(copy_sql) as copy:
+        # The wrapped psycopg cursor (Django's wrapper has no COPY), its errors translated as Django's are.
+        with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
             for key, obj in zip(ids, objs, strict=True):
                 row: list[Any] = [key]
                 row.extend(field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields)

@@ -12,6 +12,7 @@ belong to the server's loop, which async_to_sync reaches from a request's thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Coroutine
@@ -40,12 +41,27 @@ class _Publisher:
         return self.pid == os.getpid() and self.thread.is_alive()
 
     def stop(self) -> None:
-        if self.usable():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.usable():
+            return
+        closing = asyncio.run_coroutine_threadsafe(self.layer.close_pools(), self.loop)
+        # A pool that will not close goes with the loop anyway.
+        with contextlib.suppress(Exception):
+            closing.result(SEND_TIMEOUT_SECONDS)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 _lock = threading.Lock()
 _publisher: _Publisher | None = None
+
+
+def _after_fork_in_child() -> None:
+    # The child has no publisher thread, and a lock another parent thread held would never be released.
+    global _lock, _publisher
+    _lock = threading.Lock()
+    _publisher = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _redis_publisher() -> _Publisher | None:
