@@ -7,7 +7,8 @@
 Starts its own PostgreSQL and Redis on loopback (tests/services.py), migrates, loads N patients with
 mobile numbers (untimed), each with an earlier resolved exchange on the hospital's service SMS line (a
 hospital in operation has message history; see load_history), a marketing SMS inbox and a rules segment
-matching all of them, and stops and removes everything at the end, Ctrl-C included. Everything runs in this one process, as one worker would:
+matching all of them, and stops and removes everything at the end, Ctrl-C included. Everything runs in
+this one process, as one worker would:
 
 1. Snapshot: launch_campaign (campaigns.actions.campaigns) writes one CampaignRecipient per audience
    member — segment query, newest phone, consent and mobile checks, bulk inserts — as rows/s and as a
@@ -91,27 +92,33 @@ def postgres_cpu_seconds(postmaster_pid: int) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 
+def sms_inbox(team: Any, name: str, number: str) -> Any:
+    """A Twilio SMS inbox of `team` sending from `number`, set up as an admin's form would."""
+    from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
+
+    return save_sms_inbox(
+        inbox=None,
+        settings=SmsInboxSettings(
+            name=name,
+            team=team,
+            account_sid=ACCOUNT_SID,
+            auth_token_env="TWILIO_AUTH_TOKEN",
+            phone_numbers=[number],
+            messaging_service_sid="",
+            auto_assign=False,
+        ),
+    )
+
+
 def load_world(n: int) -> dict[str, Any]:
     """N patients with a mobile number each, an SMS inbox, and a rules segment matching all of them."""
     from django.db import connection, transaction
 
     from campaigns.models import Segment
-    from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
     from contactcenter.models import IdentityKind, Patient, PatientIdentity, Team
 
     team = Team.objects.create(code="marketing", name="Marketing", name_zh="市场部")
-    inbox = save_sms_inbox(
-        inbox=None,
-        settings=SmsInboxSettings(
-            name="Marketing SMS",
-            team=team,
-            account_sid=ACCOUNT_SID,
-            auth_token_env="TWILIO_AUTH_TOKEN",
-            phone_numbers=[NUMBER],
-            messaging_service_sid="",
-            auto_assign=False,
-        ),
-    )
+    inbox = sms_inbox(team, "Marketing SMS", NUMBER)
     for start in range(0, n, 10_000):
         size = min(10_000, n - start)
         with transaction.atomic():
@@ -149,7 +156,6 @@ def load_history(team: Any, patient_ids: list[int]) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
     from contactcenter.models import (
         Conversation,
         ConversationStatus,
@@ -159,18 +165,7 @@ def load_history(team: Any, patient_ids: list[int]) -> None:
         SenderKind,
     )
 
-    service = save_sms_inbox(
-        inbox=None,
-        settings=SmsInboxSettings(
-            name="Service SMS",
-            team=team,
-            account_sid=ACCOUNT_SID,
-            auth_token_env="TWILIO_AUTH_TOKEN",
-            phone_numbers=[SERVICE_NUMBER],
-            messaging_service_sid="",
-            auto_assign=False,
-        ),
-    )
+    service = sms_inbox(team, "Service SMS", SERVICE_NUMBER)
     then = timezone.now() - dt.timedelta(days=90)
     for start in range(0, len(patient_ids), 10_000):
         with transaction.atomic():

@@ -62,11 +62,11 @@ def changed(campaign_id: int, *, force: bool = False) -> bool:
     if data is None:
         return False
     try:
-        failed = publishing.group_send_all([group_name(campaign_id)], {"type": "campaign.progress", "progress": data})
-        if failed[0] is not None:
-            raise failed[0]
-    except Exception:
+        [failed] = publishing.group_send_all([group_name(campaign_id)], {"type": "campaign.progress", "progress": data})
+    except Exception as exc:
+        failed = exc
+    if failed is not None:
         # Progress frames are a hint; the socket re-reads the counts on its own, so a lost one is fine.
-        logger.exception("progress of campaign %s not published", campaign_id)
+        logger.error("progress of campaign %s not published: %r", campaign_id, failed)
         return False
     return True
