@@ -115,7 +115,15 @@ def load_world(n: int) -> dict[str, Any]:
     from django.db import connection, transaction
 
     from campaigns.models import Segment
-    from contactcenter.models import IdentityKind, Patient, PatientIdentity, Team
+    from contactcenter.models import (
+        Consent,
+        ConsentPurpose,
+        ConsentStatus,
+        IdentityKind,
+        Patient,
+        PatientIdentity,
+        Team,
+    )
 
     team = Team.objects.create(code="marketing", name="Marketing", name_zh="市场部")
     inbox = sms_inbox(team, "Marketing SMS", NUMBER)
@@ -136,6 +144,10 @@ def load_world(n: int) -> dict[str, Any]:
             PatientIdentity.objects.bulk_create(
                 PatientIdentity(patient=p, kind=IdentityKind.PHONE, value=f"+86138{start + i:08d}")
                 for i, p in enumerate(patients)
+            )
+            # Opted in to marketing: the default consent policy sends to no one else.
+            Consent.objects.bulk_create(
+                Consent(patient=p, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_IN) for p in patients
             )
     load_history(team, [p.pk for p in Patient.objects.order_by("pk")])
     segment = Segment.objects.create(
@@ -313,7 +325,7 @@ def send_section(campaign: Any, n: int, profile: str = "", postmaster_pid: int =
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    import channels_adapters.sms.transport
+    import channels_adapters.twilio.transport
     from campaigns.models import Campaign, CampaignRecipient, CampaignStatus, RecipientState
     from campaigns.sending import engine, throttle
     from contactcenter.models import Message, MessageStatus, SenderKind
@@ -322,7 +334,7 @@ def send_section(campaign: Any, n: int, profile: str = "", postmaster_pid: int =
     # Far above what one process reaches: the limiter is still asked for a slot per message.
     Campaign.objects.filter(pk=campaign.pk).update(messages_per_second=32_000)
     fake = RecordingTwilioHttpClient()
-    channels_adapters.sms.transport.http_client = lambda: fake  # type: ignore[assignment]
+    channels_adapters.twilio.transport.http_client = lambda: fake  # type: ignore[assignment]
     throttle.reset(throttle.sender_key(campaign.inbox))
     sample = min(200, n)
     with CaptureQueriesContext(connection) as queries:

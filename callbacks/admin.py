@@ -10,15 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import models, transaction
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
+from callbacks.actions.departments import map_department_code
 from callbacks.business_calendar import clear_calendar_cache
+from callbacks.intake.selectors import mappable_departments
 from callbacks.models import (
     CalendarDay,
     CallbackTask,
     CallScript,
+    DepartmentCodeMapping,
     FollowUpPlan,
     IntakeMessage,
     PlanStep,
@@ -84,6 +89,33 @@ class CalendarDayAdmin(admin.ModelAdmin):
         # A bulk delete sends no post_delete signal, so this process's calendar cache is cleared by hand.
         super().delete_queryset(request, queryset)
         clear_calendar_cache()
+
+
+@admin.register(DepartmentCodeMapping)
+class DepartmentCodeMappingAdmin(admin.ModelAdmin):
+    """HIS department codes → departments. Saving goes through map_department_code, so the discharges
+    that were waiting for the code are re-routed; the discharges page lists the codes still unmapped."""
+
+    list_display = ["code", "system", "department", "created_at", "created_by"]
+    list_filter = ["department"]
+    search_fields = ["code", "system"]
+    fields = ["system", "code", "department"]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "department":
+            kwargs["queryset"] = mappable_departments()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: models.Model, form: ModelForm, change: bool) -> None:
+        assert isinstance(obj, DepartmentCodeMapping)
+        with transaction.atomic():
+            if change and {"system", "code"} & set(form.changed_data):
+                # A corrected code is a new mapping: the old code no longer means this department.
+                DepartmentCodeMapping.objects.filter(pk=obj.pk).delete()
+            result = map_department_code(
+                system=obj.system, code=obj.code, department=obj.department, actor=request.user
+            )
+        obj.pk = result.mapping.pk
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -9,9 +9,9 @@ class CallbacksConfig(AppConfig):
     def ready(self) -> None:
         from callbacks.actions.recovery import escalate_overdue_cases
         from callbacks.dispatcher import dispatch_due_tasks
-        from callbacks.surveys.flow import handle_reply, run_due_sessions
+        from callbacks.surveys.flow import claims_reply, handle_reply, run_due_sessions
         from contactcenter.dispatch import register_due_work
-        from contactcenter.inbound_hooks import register_inbound_hook
+        from contactcenter.inbound_hooks import register_inbound_hook, register_reply_claim
 
         # Time lives in the database: the one periodic job picks up whatever of ours is due.
         # The 09:00 burst after a weekend is thousands of rows; the dispatcher still commits in batches of 200.
@@ -20,3 +20,5 @@ class CallbacksConfig(AppConfig):
         register_due_work("service_cases", lambda: escalate_overdue_cases())
         # An inbound SMS from a patient taking a survey answers it (and stays in the inbox too).
         register_inbound_hook("followup_surveys", handle_reply)
+        # Asked first, when the reply reads as a keyword: "N" to a yes/no question is an answer, not an opt-out.
+        register_reply_claim("followup_surveys", claims_reply)

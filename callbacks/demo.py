@@ -87,12 +87,13 @@ def _discharges(rng: random.Random, mrns: list[str], now: dt.datetime) -> int:
         days_ago = rng.uniform(0.2, 3) if index < 12 else rng.uniform(3, 77)
         disposition = {0: Disposition.EXPIRED, 1: Disposition.TRANSFERRED}.get(index, Disposition.HOME)
         code, text = rng.choice(DIAGNOSES[department])
+        discharged_at = now - dt.timedelta(days=days_ago)
         record_discharge(
             DischargeRecord(
                 visit_number=f"IP{2026_000 + index}",
                 demographics=Demographics(mrn=mrn),
                 department_code=department,
-                discharged_at=now - dt.timedelta(days=days_ago),
+                discharged_at=discharged_at,
                 source=IntakeSource.DEMO,
                 ward=f"{department[:4].upper()}-{rng.randint(1, 6)}",
                 attending_doctor=rng.choice(DOCTORS[department]),
@@ -100,7 +101,10 @@ def _discharges(rng: random.Random, mrns: list[str], now: dt.datetime) -> int:
                 disposition=disposition,
                 disposition_code={Disposition.EXPIRED: "20", Disposition.TRANSFERRED: "02"}.get(disposition, "01"),
                 diagnoses=[{"code": code, "text": text, "system": "I10"}],
-            )
+            ),
+            # History as it happened: each discharge planned when the HIS reported it, not weeks late (which
+            # would plan every step as expired).
+            now=discharged_at,
         )
         count += 1
     return count
@@ -142,6 +146,9 @@ def _past_call(rng: random.Random, task: CallbackTask, nurse: User) -> None:
         "appointment_booked": rng.random() < 0.8,
         "concerns": "",
     }
+    if task.step is None or task.step.call_script_id is None:
+        # A survey step made a call (no mobile, opted out of SMS): its step has no script to answer.
+        answers = {}
     record_attempt(task=task, nurse=nurse, outcome=CallOutcome.REACHED, answers=answers, now=at)
 
 

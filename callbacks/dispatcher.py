@@ -7,6 +7,8 @@ are IMMEDIATE there (config/settings.py): one writer at a time, so a plain selec
 is equally safe.
 
 What a due row means, by its state:
+- scheduled, past deadline → expired, never sent or opened (the dispatcher was down, or a survey waited for
+                             calling hours or a retry past its deadline); plan_note says why
 - scheduled call           → open it on the worklist; next action: escalation at the deadline
 - scheduled SMS survey     → open it and start the survey (start_survey); if the patient cannot be surveyed
                              after all, it becomes a call on the worklist
@@ -74,10 +76,13 @@ def _dispatch_batch(*, now: dt.datetime, size: int, sms_window_opens: dt.datetim
         # first calls come due together, and a statement per row would make the last of them late.
         same_changes: dict[tuple[tuple[str, object], ...], list[int]] = defaultdict(list)
         surveys: list[CallbackTask] = []
-        escalated = 0
+        escalated = expired = 0
         for task in tasks:
             before = {name: getattr(task, name) for name in _STATE_FIELDS}
-            if task.kind == TaskKind.SMS_SURVEY and task.status == TaskStatus.SCHEDULED:
+            if _too_late(task, now=now, sms_window_opens=sms_window_opens):
+                _expire(task)
+                expired += 1
+            elif task.kind == TaskKind.SMS_SURVEY and task.status == TaskStatus.SCHEDULED:
                 if sms_window_opens <= now:
                     task.status = TaskStatus.OPEN
                     task.opened_at = task.opened_at or now
@@ -104,7 +109,26 @@ def _dispatch_batch(*, now: dt.datetime, size: int, sms_window_opens: dt.datetim
             _start_survey(task, now=now)
     if escalated:
         logger.warning("%d callback task(s) escalated: contact deadline passed", escalated)
+    if expired:
+        logger.warning("%d callback task(s) expired unsent: contact deadline passed before they started", expired)
     return len(tasks)
+
+
+def _too_late(task: CallbackTask, *, now: dt.datetime, sms_window_opens: dt.datetime) -> bool:
+    """A step never started whose contact deadline has passed, or will before its SMS may go out."""
+    if task.status != TaskStatus.SCHEDULED or task.opened_at is not None or task.attempt_count:
+        return False
+    if task.kind == TaskKind.SMS_SURVEY:
+        return task.deadline_at <= max(now, sms_window_opens)
+    return task.deadline_at <= now
+
+
+def _expire(task: CallbackTask) -> None:
+    task.status = TaskStatus.EXPIRED
+    task.plan_note = (
+        plans.NOTE_DEADLINE_PASSED_UNSENT if task.kind == TaskKind.SMS_SURVEY else plans.NOTE_DEADLINE_PASSED_UNOPENED
+    )
+    task.next_action_at = None
 
 
 def _start_survey(task: CallbackTask, *, now: dt.datetime) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from callbacks.business_calendar import (
@@ -48,9 +49,22 @@ NOTE_TRANSFERRED = gettext_noop("No survey: the patient was transferred to anoth
 NOTE_NO_MOBILE = gettext_noop("Call instead of the SMS survey: no mobile number on file.")
 NOTE_OPTED_OUT = gettext_noop("Call instead of the SMS survey: the patient opted out of SMS.")
 NOTE_SURVEY_NOT_STARTED = gettext_noop("Call instead of the SMS survey: the survey could not be started.")
+NOTE_PHONE_REVIEW = gettext_noop(
+    "Call instead of the SMS survey: the phone number from the hospital system could not be read; check it."
+)
+NOTE_DEADLINE_PASSED = gettext_noop(
+    "Not contacted: the contact deadline had already passed when the discharge arrived."
+)
+NOTE_DEADLINE_PASSED_UNSENT = gettext_noop(
+    "Not contacted: the contact deadline passed before the survey could be sent."
+)
+NOTE_DEADLINE_PASSED_UNOPENED = gettext_noop(
+    "Not contacted: the contact deadline passed before the call reached the worklist."
+)
 
 # Only rows nobody has touched may be re-planned; a task a nurse opened or a survey already sent stays.
-_REPLANNABLE = (TaskStatus.SCHEDULED, TaskStatus.EXCLUDED)
+# An expired step was never worked either: a corrected discharge time may bring it back.
+_REPLANNABLE = (TaskStatus.SCHEDULED, TaskStatus.EXCLUDED, TaskStatus.EXPIRED)
 _PLANNED_FIELDS = (
     "kind",
     "status",
@@ -201,8 +215,12 @@ def due_window(*, discharged_at: dt.datetime, step: PlanStep, kind: str) -> tupl
     return due, deadline
 
 
-def _planned_tasks(discharge: Discharge, rule: _Rule, reach: _Reach) -> list[CallbackTask]:
-    """Unsaved tasks, one per step, with exclusions applied."""
+def _planned_tasks(discharge: Discharge, rule: _Rule, reach: _Reach, now: dt.datetime) -> list[CallbackTask]:
+    """Unsaved tasks, one per step, with exclusions applied.
+
+    A step whose contact deadline has already passed (a late or back-filled discharge) is planned as
+    expired: a satisfaction SMS months after the stay helps nobody, and the worklist says why.
+    """
     tasks = []
     for step in rule.steps:
         kind = TaskKind.SMS_SURVEY if step.kind == StepKind.SMS_SURVEY else TaskKind.CALL
@@ -215,9 +233,14 @@ def _planned_tasks(discharge: Discharge, rule: _Rule, reach: _Reach) -> list[Cal
                 status, note = TaskStatus.EXCLUDED, NOTE_TRANSFERRED
             elif reach.sms_opted_out:
                 kind, note = TaskKind.CALL, NOTE_OPTED_OUT
+            elif discharge.phone_needs_review:
+                # The number the HIS sent for this stay could not be read: a nurse checks it on the call.
+                kind, note = TaskKind.CALL, NOTE_PHONE_REVIEW
             elif not reach.has_mobile:
                 kind, note = TaskKind.CALL, NOTE_NO_MOBILE
         due_at, deadline_at = due_window(discharged_at=discharge.discharged_at, step=step, kind=kind)
+        if status == TaskStatus.SCHEDULED and deadline_at <= now:
+            status, note = TaskStatus.EXPIRED, NOTE_DEADLINE_PASSED
         tasks.append(
             CallbackTask(
                 discharge=discharge,
@@ -241,10 +264,14 @@ def _planned_tasks(discharge: Discharge, rule: _Rule, reach: _Reach) -> list[Cal
 # --- the actions -----------------------------------------------------------------------------------
 
 
-def schedule_follow_up(discharge: Discharge) -> list[CallbackTask]:
-    """Create the discharge's callback tasks from its plan; steps that already have a task are skipped."""
+def schedule_follow_up(discharge: Discharge, *, now: dt.datetime | None = None) -> list[CallbackTask]:
+    """Create the discharge's callback tasks from its plan; steps that already have a task are skipped.
+
+    `now` (default: now) decides which steps are already past their contact deadline.
+    """
     if discharge.status == DischargeStatus.CANCELLED:
         return []
+    now = now or timezone.now()
     with transaction.atomic():
         # Serialises two intake paths planning the same discharge; the caller usually holds this lock already.
         Discharge.objects.select_for_update(of=("self",)).filter(pk=discharge.pk).first()
@@ -258,20 +285,21 @@ def schedule_follow_up(discharge: Discharge) -> list[CallbackTask]:
             .values_list("step_id", flat=True)
         )
         reach = _reach_for([discharge.patient_id])[discharge.patient_id]
-        tasks = [t for t in _planned_tasks(discharge, rule, reach) if t.step_id not in planned_steps]
+        tasks = [t for t in _planned_tasks(discharge, rule, reach, now) if t.step_id not in planned_steps]
         created = CallbackTask.objects.bulk_create(tasks)
     if created:
         logger.info("discharge %s: %d follow-up task(s) from plan %s", discharge.pk, len(created), rule.plan.pk)
     return created
 
 
-def schedule_follow_up_bulk(discharges: Iterable[Discharge]) -> int:
+def schedule_follow_up_bulk(discharges: Iterable[Discharge], *, now: dt.datetime | None = None) -> int:
     """schedule_follow_up for many discharges at once (CSV imports, backfills, the benchmark).
 
     Same rules and the same idempotency, with the plans, the calendar, the patients' reachability and the
     existing tasks read once per chunk instead of once per discharge. Returns how many tasks were created.
     """
     book = _PlanBook()
+    now = now or timezone.now()
     created = 0
     batch: list[Discharge] = []
     for discharge in discharges:
@@ -279,14 +307,14 @@ def schedule_follow_up_bulk(discharges: Iterable[Discharge]) -> int:
             continue
         batch.append(discharge)
         if len(batch) >= _BULK_CHUNK:
-            created += _schedule_chunk(book, batch)
+            created += _schedule_chunk(book, batch, now)
             batch = []
     if batch:
-        created += _schedule_chunk(book, batch)
+        created += _schedule_chunk(book, batch, now)
     return created
 
 
-def _schedule_chunk(book: _PlanBook, discharges: list[Discharge]) -> int:
+def _schedule_chunk(book: _PlanBook, discharges: list[Discharge], now: dt.datetime) -> int:
     with transaction.atomic():
         existing = set(
             CallbackTask.objects.filter(discharge_id__in=[d.pk for d in discharges], step__isnull=False)
@@ -301,14 +329,14 @@ def _schedule_chunk(book: _PlanBook, discharges: list[Discharge]) -> int:
                 continue
             tasks.extend(
                 t
-                for t in _planned_tasks(discharge, rule, reach[discharge.patient_id])
+                for t in _planned_tasks(discharge, rule, reach[discharge.patient_id], now)
                 if (discharge.pk, t.step_id) not in existing
             )
         CallbackTask.objects.bulk_create(tasks, batch_size=1000)
     return len(tasks)
 
 
-def reschedule_follow_up(discharge: Discharge) -> list[CallbackTask]:
+def reschedule_follow_up(discharge: Discharge, *, now: dt.datetime | None = None) -> list[CallbackTask]:
     """Re-plan after the HIS corrected a discharge (department, diagnoses, disposition, time, or a revival).
 
     Tasks nobody has opened yet follow the new plan and dates; opened, worked and finished tasks stay as they
@@ -317,6 +345,7 @@ def reschedule_follow_up(discharge: Discharge) -> list[CallbackTask]:
     if discharge.status == DischargeStatus.CANCELLED:
         cancel_follow_up(discharge)
         return []
+    now = now or timezone.now()
     with transaction.atomic():
         Discharge.objects.select_for_update(of=("self",)).filter(pk=discharge.pk).first()
         rule = _PlanBook().match(discharge)
@@ -328,7 +357,9 @@ def reschedule_follow_up(discharge: Discharge) -> list[CallbackTask]:
         untouched = {t.pk for t in current if t.status in _REPLANNABLE and t.opened_at is None and not t.attempt_count}
         by_step: dict[int | None, CallbackTask] = {t.step_id: t for t in current if t.step_id is not None}
         planned = (
-            _planned_tasks(discharge, rule, _reach_for([discharge.patient_id])[discharge.patient_id]) if rule else []
+            _planned_tasks(discharge, rule, _reach_for([discharge.patient_id])[discharge.patient_id], now)
+            if rule
+            else []
         )
         wanted_steps = {t.step_id for t in planned}
 

@@ -21,19 +21,28 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count
 
+from campaigns.actions.campaigns import audience_batches
 from campaigns.models import Campaign, CampaignRecipient, RecipientState
 from campaigns.segments.compiler import segment_patients
 from campaigns.templating import compose, compose_for, facts_for, language_key, parse, sample_facts
 from channels_adapters.sms.segments import count_segments
-from contactcenter.models import Consent, ConsentPurpose, ConsentStatus
 
 SAMPLE_SIZE = 200
 SKIPPED_STATES = (
     RecipientState.SKIPPED_OPTED_OUT,
+    RecipientState.SKIPPED_NO_CONSENT,
     RecipientState.SKIPPED_INVALID,
     RecipientState.SKIPPED_MISSING,
     RecipientState.CANCELLED,
+)
+# The reasons a recipient is left out, as the estimate reports them (each a RecipientState value).
+EXCLUDED = (
+    RecipientState.SKIPPED_OPTED_OUT,
+    RecipientState.SKIPPED_NO_CONSENT,
+    RecipientState.SKIPPED_INVALID,
+    RecipientState.SKIPPED_MISSING,
 )
 
 
@@ -52,25 +61,36 @@ def sample_text(campaign: Campaign, *, language: str = "zh-hans") -> str:
 
 
 def estimate(campaign: Campaign, *, sample_size: int = SAMPLE_SIZE) -> dict[str, Any]:
-    """Recipients, segments and cost. Before launch from the segment as it is now (opted-out patients
-    excluded: they are skipped and cost nothing); after launch from the snapshot."""
+    """Recipients, segments and cost, and who is left out and why.
+
+    Before launch from the segment as it is now, each patient decided exactly as launch will decide them
+    (campaigns.actions.campaigns.decide_recipients: opted out, no marketing consent under the policy, no
+    valid mobile, a missing value under the skip rule); the ones left out are skipped and cost nothing.
+    Quiet hours only defer a send, so they leave nobody out. After launch from the snapshot.
+    """
+    excluded: dict[str, int] = dict.fromkeys(EXCLUDED, 0)
     if campaign.launched_at is not None:
         recipients = CampaignRecipient.objects.filter(campaign=campaign).exclude(state__in=SKIPPED_STATES)
         count = recipients.count()
-        skipped_opted_out = CampaignRecipient.objects.filter(
-            campaign=campaign, state=RecipientState.SKIPPED_OPTED_OUT
-        ).count()
+        for state, n in (
+            CampaignRecipient.objects.filter(campaign=campaign, state__in=EXCLUDED)
+            .values_list("state")
+            .annotate(n=Count("pk"))
+            .order_by()
+        ):
+            excluded[state] = n
         sample_ids = list(recipients.order_by("pk").values_list("patient_id", flat=True)[:sample_size])
     else:
-        audience = segment_patients(campaign.segment)
-        opted_out = Consent.objects.filter(purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT).values(
-            "patient_id"
-        )
-        everyone = audience.count()
-        audience = audience.exclude(pk__in=opted_out)
-        count = audience.count()
-        skipped_opted_out = everyone - count
-        sample_ids = list(audience.order_by("pk").values_list("pk", flat=True)[:sample_size])
+        count = 0
+        sample_ids = []
+        for rows in audience_batches(campaign):
+            for row in rows:
+                if row.state == RecipientState.PENDING:
+                    count += 1
+                    if len(sample_ids) < sample_size:
+                        sample_ids.append(row.patient_id)
+                else:
+                    excluded[row.state] += 1
     texts = [r.text for r in compose_for(campaign, sample_ids).values() if r.text is not None]
     shown = sample_text(campaign)
     if not texts:
@@ -83,7 +103,12 @@ def estimate(campaign: Campaign, *, sample_size: int = SAMPLE_SIZE) -> dict[str,
     price: Decimal = settings.CAMPAIGN_PRICE_PER_SEGMENT
     return {
         "recipients": count,
-        "skipped_opted_out": skipped_opted_out,
+        "audience": count + sum(excluded.values()),
+        "skipped_opted_out": excluded[RecipientState.SKIPPED_OPTED_OUT],
+        "skipped_no_consent": excluded[RecipientState.SKIPPED_NO_CONSENT],
+        "skipped_invalid": excluded[RecipientState.SKIPPED_INVALID],
+        "skipped_missing": excluded[RecipientState.SKIPPED_MISSING],
+        "consent_policy": settings.MARKETING_CONSENT_POLICY,
         "sample_text": shown,
         "characters": len(shown),
         "segments_per_message": per_message,

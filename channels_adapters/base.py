@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from contactcenter.models import Inbox, MessageStatus
 
@@ -90,15 +90,94 @@ class StatusUpdate:
     error_message: str = ""
 
 
+class Unconfirmed:
+    """What delivery may do with a send whose outcome was never recorded (a worker killed mid-send) when the
+    channel cannot look it up at the provider: send it again (nothing outside the platform saw it, or a second
+    copy is harmless), or fail it with a reason so staff decide (a second email or SMS would reach the patient)."""
+
+    RESEND = "resend"
+    FAIL = "fail"
+
+
 class ChannelAdapter(Protocol):
+    """What every registered channel does: send a message, and say what the provider's status words mean."""
+
     channel_type: ClassVar[str]
     # The identity kind this channel delivers to (phone for SMS, email for email...).
     address_kind: ClassVar[str]
+    # Unconfirmed.RESEND or Unconfirmed.FAIL, for channels without LooksUpSent.
+    unconfirmed: ClassVar[str]
 
     def send(self, message: OutboundMessage) -> SendResult: ...
 
     def map_status(self, provider_status: str) -> str: ...
 
+
+# Optional capabilities. An adapter offers one by implementing its method; callers ask with isinstance()
+# (the protocols are runtime-checkable) or channels_with(), never with getattr on a method name.
+
+
+@runtime_checkable
+class VerifiesWebhooks(Protocol):
+    """Proves a webhook came from the provider; raises SignatureError (403, nothing stored) otherwise."""
+
+    def verify(self, inbox: Inbox, *, urls: list[str], params: Mapping[str, Any], signature: str) -> None: ...
+
+
+@runtime_checkable
+class ParsesInbound(Protocol):
+    """Turns a verified provider request into the one normalized InboundMessage (AdapterError when it cannot)."""
+
+    def parse(self, inbox: Inbox, params: Mapping[str, Any]) -> InboundMessage: ...
+
+
+@runtime_checkable
+class AnswersSynchronously(Protocol):
+    """Providers that read instructions from the webhook's own response (Twilio's TwiML): what to answer."""
+
+    def answer(self, inbox: Inbox, params: Mapping[str, Any]) -> SyncAnswer: ...
+
+
+@runtime_checkable
+class LooksUpSent(Protocol):
+    """Finds a message at the provider whose send answer was lost: one from this inbox to `message.to` with
+    the same content, created since `since`, whose provider id is not in `exclude` (ids already attached to
+    other rows of ours, so two identical texts are never both taken for the same provider message)."""
+
+    def find_sent(
+        self, message: OutboundMessage, *, since: dt.datetime, exclude: frozenset[str] = frozenset()
+    ) -> SendResult | None: ...
+
+
+@runtime_checkable
+class LooksUpStatus(Protocol):
+    """Asks the provider where a message it accepted stands now, for one whose status callbacks were lost (our
+    server was restarting when they came). None when the provider no longer knows the id."""
+
+    def fetch_status(self, inbox: Inbox, provider_message_id: str) -> StatusUpdate | None: ...
+
+
+@runtime_checkable
+class PreparesBatches(Protocol):
+    """Reads what sending needs from the database up front; True when sends may then run on other threads."""
+
+    def prepare(self, inbox: Inbox) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SyncAnswer:
+    body: str
+    content_type: str = "text/xml"
+
+
+CAPABILITIES: tuple[type, ...] = (
+    VerifiesWebhooks,
+    ParsesInbound,
+    AnswersSynchronously,
+    LooksUpSent,
+    LooksUpStatus,
+    PreparesBatches,
+)
 
 _REGISTRY: dict[str, Callable[[], ChannelAdapter]] = {}
 
@@ -107,14 +186,29 @@ def register(channel_type: str, factory: Callable[[], ChannelAdapter]) -> None:
     _REGISTRY[channel_type] = factory
 
 
+def registered() -> dict[str, Callable[[], ChannelAdapter]]:
+    """Every registered channel type and its adapter factory."""
+    return dict(_REGISTRY)
+
+
 def adapter_for(inbox: Inbox) -> ChannelAdapter:
+    return adapter_for_channel(inbox.channel_type)
+
+
+def adapter_for_channel(channel_type: str) -> ChannelAdapter:
     try:
-        factory = _REGISTRY[inbox.channel_type]
+        factory = _REGISTRY[channel_type]
     except KeyError:
-        raise AdapterError(f"no adapter registered for channel {inbox.channel_type!r}", permanent=True) from None
+        raise AdapterError(f"no adapter registered for channel {channel_type!r}", permanent=True) from None
     return factory()
 
 
-def channels_that_can(method: str) -> list[str]:
-    """The channel types whose adapter offers an optional capability (`find_sent`, `prepare`)."""
-    return sorted(channel for channel, factory in _REGISTRY.items() if callable(getattr(factory(), method, None)))
+def capabilities_of(channel_type: str) -> frozenset[str]:
+    """The names of the optional capabilities a channel's adapter offers (for docs, tests and the status page)."""
+    adapter = adapter_for_channel(channel_type)
+    return frozenset(c.__name__ for c in CAPABILITIES if isinstance(adapter, c))
+
+
+def channels_with(capability: type) -> list[str]:
+    """The channel types whose adapter offers an optional capability (LooksUpSent, PreparesBatches …)."""
+    return sorted(channel for channel, factory in _REGISTRY.items() if isinstance(factory(), capability))

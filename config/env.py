@@ -41,3 +41,44 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+# DRF's rate syntax ("120/min"); DRF reads only the period's first letter, so anything else is a typo to refuse.
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+
+
+def envrate(name: str, default: str) -> str:
+    """A request rate such as ``120/min`` (per second, minute, hour or day)."""
+    value = os.environ.get(name) or default
+    count, _sep, period = value.strip().partition("/")
+    if not (count.isdigit() and int(count) > 0 and period in _RATE_PERIODS):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 120/min (per s, min, hour or day), got {value!r}")
+    return f"{int(count)}/{period}"
+
+
+# Host names that only ever mean "this machine". "testserver" is the name Django's test client sends; no DNS
+# resolves it, so it exposes nothing either.
+_LOOPBACK_NAMES = {"localhost", "testserver"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a host name or address that can only be reached from the machine itself."""
+    import ipaddress
+
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def hosts_beyond_loopback(hosts: list[str]) -> list[str]:
+    """The entries of ALLOWED_HOSTS that let other machines in ("*", "0.0.0.0", a real name or address)."""
+    return [h for h in hosts if not is_loopback_host(h)]

@@ -20,3 +20,6 @@ urlpatterns = [
 ]
 if settings.SIMULATOR_ENABLED:
     urlpatterns.append(path("simulator/", include("channels_adapters.simulator.urls")))
+
+# A database that went away answers 503 + Retry-After wherever it was noticed (contactcenter.resilience).
+handler500 = "contactcenter.resilience.server_error"

@@ -2,14 +2,28 @@
 
 Agents and nurses see their teams' inboxes; supervisors and admins see everything; marketers see no
 conversations or patient profiles (they work with segments and campaigns).
+
+The agent socket asks the same questions as REST, but answers them from a snapshot (EventVisibility) that it
+takes at connect and re-takes whenever the staff member's account changes (contactcenter.actions.staff) or
+every few seconds, so each event is checked in memory instead of with a query per socket.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
+from django.utils.crypto import constant_time_compare
 
-from contactcenter.models import AgentProfile, Conversation, Inbox, Patient, Role
+from contactcenter import events
+from contactcenter.models import AgentProfile, Conversation, Inbox, Patient, Role, Team
 
 StaffUser = User | AnonymousUser
 
@@ -95,13 +109,181 @@ def can_view_patient(user: StaffUser | None, patient: Patient) -> bool:
     return patients_visible_to(user).filter(pk=patient.pk).exists()
 
 
-def event_filter_for(user: StaffUser | None) -> Q | None:
-    """The Q over Event rows this user may read; None means nothing at all."""
-    if not can_use_inbox(user):
+# --- The agent socket ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a conversation is now: what can_view_conversation looks at, and whose patient it is (for the audit)."""
+
+    inbox_id: int
+    team_id: int
+    patient_id: int
+
+
+class Delivery(Enum):
+    SEND = "send"
+    # A conversation event addressed to this user (they held the conversation) about a conversation they may no
+    # longer see: they get its id and nothing else, so their list can drop the row.
+    WITHDRAW = "withdraw"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class EventVisibility:
+    """What one staff member may read from the event stream, taken once and then checked in memory.
+
+    Two snapshots compare equal when they allow the same: the socket re-takes its snapshot when told the
+    account changed (or every few seconds) and closes when the answer differs.
+    """
+
+    user_id: int
+    everything: bool
+    team_ids: frozenset[int]
+    inbox_ids: frozenset[int]
+
+    def sees_conversation(self, placement: Placement | None) -> bool:
+        """can_view_conversation, from the conversation's current placement (None: it no longer exists)."""
+        if placement is None:
+            return False
+        if self.everything:
+            return True
+        return placement.inbox_id in self.inbox_ids or placement.team_id in self.team_ids
+
+    def audience_q(self) -> Q:
+        """The events addressed to this user when they were written (by inbox, team or user).
+
+        A superset of what delivery() sends: it is the database's half of the check, delivery() the rest.
+        """
+        if self.everything:
+            return Q()
+        return Q(inbox_id__in=self.inbox_ids) | Q(team_id__in=self.team_ids) | Q(user_id=self.user_id)
+
+    def delivery(
+        self,
+        *,
+        event_type: str,
+        inbox_id: int | None,
+        team_id: int | None,
+        user_id: int | None,
+        conversation_id: int | None,
+        placement: Placement | None,
+    ) -> Delivery:
+        """Whether to send one stored event, given its audience and its conversation's placement now.
+
+        An event about a conversation goes out only while the user may see that conversation: REST's rule, at
+        the moment of sending. Its user audience (the assignee) never widens that, so a conversation kept by
+        someone who left its team stops reaching them. Events about no conversation (presence) go to their
+        audience, the user's own included.
+        """
+        if self.everything:
+            return Delivery.SEND
+        addressed = inbox_id in self.inbox_ids or team_id in self.team_ids or user_id == self.user_id
+        if not addressed:
+            return Delivery.SKIP
+        if conversation_id is None or self.sees_conversation(placement):
+            return Delivery.SEND
+        if user_id == self.user_id and event_type == "conversation":
+            return Delivery.WITHDRAW
+        return Delivery.SKIP
+
+    def covers(self, other: EventVisibility) -> bool:
+        """Everything `other` allows, this allows too, within the same kind of role (the same user, given a team
+        or a new inbox of a team). A move to or from seeing everything is a role change, which the page renders
+        differently: not a widening."""
+        if self.user_id != other.user_id or self.everything != other.everything:
+            return False
+        return self.everything or (self.team_ids >= other.team_ids and self.inbox_ids >= other.inbox_ids)
+
+    def groups(self) -> list[str]:
+        """The channel-layer groups whose hints may concern this user. The user's own group is always among
+        them: account changes are pushed there (contactcenter.actions.staff.notify_sockets)."""
+        if self.everything:
+            return [events.ALL_EVENTS_GROUP, events.user_group(self.user_id)]
+        return [
+            *(events.inbox_group(i) for i in sorted(self.inbox_ids)),
+            *(events.team_group(t) for t in sorted(self.team_ids)),
+            events.user_group(self.user_id),
+        ]
+
+
+def event_visibility_for(user: StaffUser | None) -> EventVisibility | None:
+    """The snapshot for a user, or None when their role (or a deactivated account) gives no inbox at all."""
+    if user is None or not user.is_authenticated or not user.is_active or not can_use_inbox(user):
         return None
+    assert isinstance(user, User)
     if sees_everything(user):
+        return EventVisibility(user_id=user.pk, everything=True, team_ids=frozenset(), inbox_ids=frozenset())
+    # Teams and their inboxes in one query: sockets re-take this snapshot every few seconds.
+    rows = Team.objects.filter(members__user_id=user.pk).values_list("id", "inboxes__id")
+    teams = frozenset(team for team, _ in rows)
+    inboxes = frozenset(inbox for _, inbox in rows if inbox is not None)
+    return EventVisibility(user_id=user.pk, everything=False, team_ids=teams, inbox_ids=inboxes)
+
+
+def placements_of(conversation_ids: Iterable[int]) -> dict[int, Placement]:
+    """The current placement of each conversation, in one query; a missing id is a conversation that is gone."""
+    wanted = set(conversation_ids)
+    if not wanted:
+        return {}
+    rows = Conversation.objects.filter(pk__in=wanted).values_list("pk", "inbox_id", "team_id", "patient_id")
+    return {pk: Placement(inbox_id=inbox, team_id=team, patient_id=patient) for pk, inbox, team, patient in rows}
+
+
+def placement_of(conversation_id: int) -> Placement | None:
+    row = Conversation.objects.filter(pk=conversation_id).values_list("inbox_id", "team_id", "patient_id").first()
+    return Placement(inbox_id=row[0], team_id=row[1], patient_id=row[2]) if row else None
+
+
+def event_filter_for(user: StaffUser | None) -> Q | None:
+    """The Q over Event rows this user may read in full; None means nothing at all.
+
+    The same rule as EventVisibility.delivery(), in SQL: addressed to the user, and (if it is about a
+    conversation) about one they may see now.
+    """
+    visibility = event_visibility_for(user)
+    if visibility is None:
+        return None
+    if visibility.everything:
         return Q()
-    teams = team_ids_of(user)
-    inbox_ids = list(Inbox.objects.filter(team_id__in=teams).values_list("id", flat=True))
-    assert user is not None
-    return Q(inbox_id__in=inbox_ids) | Q(team_id__in=teams) | Q(user_id=user.pk)
+    visible_now = Conversation.objects.filter(
+        Q(inbox_id__in=visibility.inbox_ids) | Q(team_id__in=visibility.team_ids)
+    ).values("pk")
+    return visibility.audience_q() & (Q(conversation_id__isnull=True) | Q(conversation_id__in=visible_now))
+
+
+def session_marker(session_key: str | None) -> str:
+    """A digest that names a session in channel-layer messages without carrying the key itself."""
+    return hashlib.sha256((session_key or "").encode()).hexdigest()
+
+
+def staff_for_session(session_key: str | None) -> User | None:
+    """The user a session is signed in as right now, or None: Django's own get_user() rules, read-only.
+
+    get_user() is the rule HTTP requests live by (session still stored and unexpired, backend still configured,
+    user still active, session auth hash still matching the password), but it flushes or re-keys the session
+    it checks. A socket re-checking in the background must not do either to the browser's session, so this
+    repeats the checks without writing; the next HTTP request applies get_user() itself.
+    """
+    if not session_key:
+        return None
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(store[SESSION_KEY])
+        backend_path = store[BACKEND_SESSION_KEY]
+    except KeyError:
+        return None
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    user = load_backend(backend_path).get_user(user_id)
+    if not isinstance(user, User) or not user.is_active:
+        return None
+    session_hash = store.get(HASH_SESSION_KEY)
+    if not session_hash:
+        return None
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return user
+    # A hash made with a SECRET_KEY_FALLBACKS key is still valid (get_user re-keys it on the next request).
+    if any(constant_time_compare(session_hash, h) for h in user.get_session_auth_fallback_hash()):
+        return user
+    return None

@@ -1,5 +1,6 @@
-"""The demo hospital: departments, staff with printed logins, ~200 patients with visit histories and
-some live conversations. Built only through actions, so the demo exercises the real paths."""
+"""The demo hospital: departments, staff with printed logins, ~200 patients with visit histories, their
+marketing consent, and some live conversations. Built only through actions, so the demo exercises the
+real paths."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from channels_adapters.base import InboundMessage, Sender
+from contactcenter.actions.consent import record_consent
 from contactcenter.actions.conversations import add_note, resolve_conversation, set_labels
 from contactcenter.actions.inbound import receive_inbound
 from contactcenter.actions.outbound import send_outbound
@@ -22,10 +24,15 @@ from contactcenter.models import (
     AgentProfile,
     Availability,
     CannedResponse,
+    ChannelType,
+    ConsentPurpose,
+    ConsentSource,
+    ConsentStatus,
     Gender,
     IdentityKind,
     Inbox,
     Label,
+    Patient,
     Role,
     Team,
     VipTier,
@@ -129,6 +136,8 @@ def seed_demo(*, patients: int = 200, rng_seed: int = 20261123) -> dict[str, int
         inboxes = _inboxes(teams)
         _reference_data(teams)
         people = _patients(rng, teams, patients)
+        # Its own random stream, so the rest of the demo comes out as before.
+        _marketing_consents(random.Random(rng_seed + 1), people)
     conversations = _conversations(rng, inboxes, staff, people)
     from callbacks.demo import demo_mrns, seed_followup
 
@@ -192,15 +201,18 @@ def _inboxes(teams: dict[str, Team]) -> dict[str, Inbox]:
             auto_assign=True,
         ),
     )
-    webchat = _webchat_inbox(teams["service"], sms_inbox=service)
-    return {"service": service, "cardiology": cardiology, "webchat": webchat}
+    # The hospital's mailbox: a web chat reply to a patient who left the page and gave only an email goes
+    # there (the embedded demo keeps the emails for the patient mailbox page; nothing leaves the machine).
+    email = Inbox.objects.create(
+        name="Hospital email 医院邮箱", channel_type=ChannelType.EMAIL, team=teams["service"], auto_assign=True
+    )
+    webchat = _webchat_inbox(teams["service"], sms_inbox=service, email_inbox=email)
+    return {"service": service, "cardiology": cardiology, "email": email, "webchat": webchat}
 
 
-def _webchat_inbox(team: Team, *, sms_inbox: Inbox) -> Inbox:
+def _webchat_inbox(team: Team, *, sms_inbox: Inbox, email_inbox: Inbox) -> Inbox:
     """The website chat, embedded on the demo hospital page the platform serves (/webchat/demo/)."""
     from django.conf import settings
-
-    from contactcenter.models import ChannelType
 
     port = settings.PUBLIC_BASE_URL.rsplit(":", 1)[-1] if settings.PUBLIC_BASE_URL.count(":") == 2 else ""
     own = [settings.PUBLIC_BASE_URL] + ([f"http://localhost:{port}", f"http://127.0.0.1:{port}"] if port else [])
@@ -222,6 +234,7 @@ def _webchat_inbox(team: Team, *, sms_inbox: Inbox) -> Inbox:
             "identity_secret_env": "WEBCHAT_IDENTITY_SECRET",
             "offline_sms_inbox_id": sms_inbox.pk,
             "offline_sms_prefix": "【康华医院】",
+            "offline_email_inbox_id": email_inbox.pk,
             # Offline replies by email carry a link back to the chat.
             "page_url": f"{settings.PUBLIC_BASE_URL}/webchat/demo/",
         },
@@ -303,6 +316,29 @@ def _patients(rng: random.Random, teams: dict[str, Team], count: int) -> list[tu
             )
         people.append((patient.pk, number))
     return people
+
+
+def _marketing_consents(rng: random.Random, people: list[tuple[int, str]]) -> None:
+    """Marketing consent as a hospital has it: most patients never asked (unknown, so no campaigns under the
+    default opt-in policy), about half who signed the marketing box on the registration form (recorded by the
+    hospital system), and a few who texted 退订. The marketer's segments then have people to send to, and
+    the estimate shows who is left out for consent."""
+    for patient_id, _number in people:
+        roll = rng.random()
+        if roll < 0.05:
+            status, source, keyword = ConsentStatus.OPTED_OUT, ConsentSource.KEYWORD, "退订"
+        elif roll < 0.55:
+            status, source, keyword = ConsentStatus.OPTED_IN, ConsentSource.API, ""
+        else:
+            continue
+        record_consent(
+            patient=Patient.objects.get(pk=patient_id),
+            purpose=ConsentPurpose.MARKETING,
+            status=status,
+            source=source,
+            channel="sms" if keyword else "",
+            keyword=keyword,
+        )
 
 
 def _mobile(rng: random.Random, used: set[str]) -> str:

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext as _
 
+from contactcenter.boundary import has_control_characters
 from contactcenter.models import IdentityKind
 
 
@@ -34,6 +35,9 @@ def normalize_phone(raw: str, *, region: str | None = None) -> str:
 
 def normalize_email(raw: str) -> str:
     text = (raw or "").strip()
+    # Django's validator lets a lone surrogate through in the domain; PostgreSQL would refuse to store it.
+    if has_control_characters(text):
+        raise ValidationError(_("Enter a valid email address."), code="invalid")
     validate_email(text)
     local, _sep, domain = text.rpartition("@")
     # Mailbox names are case-sensitive in theory and never in hospitals' practice.
@@ -54,7 +58,7 @@ def normalize_mrn(raw: str) -> str:
 
 def normalize_visitor(raw: str) -> str:
     text = (raw or "").strip()
-    if not (8 <= len(text) <= 128):
+    if not (8 <= len(text) <= 128) or has_control_characters(text):
         raise ValidationError(_("Invalid web visitor id."), code="visitor_invalid")
     return text
 

@@ -4,6 +4,11 @@ receive_inbound calls the hooks inside its transaction, after the message is sto
 keywords are applied, and only for a message it stored just now: a provider's retry runs no hook. The
 message stays in the inbox whatever a hook does; a hook only adds its own effects. A hook runs on every
 inbound message, so it must cost one cheap indexed query when the message is not for it.
+
+Reply claims come first. Before a keyword ("N", "YES", "STOP") changes the patient's consent, the consent
+registry asks each registered claim whether its feature is waiting for this very message as an answer (a
+survey's yes/no question); a claimed reply is that answer, and its hooks then see no keyword. Claims are
+asked only for messages that read as a keyword, so they may cost a query or two.
 """
 
 from __future__ import annotations
@@ -30,6 +35,33 @@ _hooks: dict[str, InboundHook] = {}
 def register_inbound_hook(name: str, hook: InboundHook) -> None:
     """Keyed by name so a second AppConfig.ready() (tests, autoreload) replaces rather than doubles it."""
     _hooks[name] = hook
+
+
+class ReplyClaim(Protocol):
+    """True when this feature asked the patient a question that this message answers."""
+
+    def __call__(self, *, message: Message, conversation: Conversation, patient: Patient) -> bool: ...
+
+
+_claims: dict[str, ReplyClaim] = {}
+
+
+def register_reply_claim(name: str, claim: ReplyClaim) -> None:
+    """Keyed by name, like the hooks."""
+    _claims[name] = claim
+
+
+def claimed_as_answer(*, message: Message, conversation: Conversation, patient: Patient) -> str | None:
+    """The name of the first feature that claims the message as an answer to its own question, else None."""
+    for name, claim in list(_claims.items()):
+        try:
+            # A savepoint each: a failing claim is no claim, and the keyword applies as usual.
+            with transaction.atomic():
+                if claim(message=message, conversation=conversation, patient=patient):
+                    return name
+        except Exception:
+            logger.exception("reply claim %s failed on message %s", name, message.pk)
+    return None
 
 
 def run_inbound_hooks(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:

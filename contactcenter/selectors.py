@@ -123,7 +123,7 @@ def patient_search(*, user: StaffUser, query: str = "") -> QuerySet[Patient]:
     query = query.strip()
     if query:
         match = Q(name__icontains=query) | Q(identities__value__icontains=query)
-        if query.isdigit():
+        if query.isascii() and query.isdigit():  # "²" is a digit to isdigit(), not to int()
             match |= Q(pk=int(query))
         qs = qs.filter(match).distinct()
     return qs.order_by("-updated_at", "-id")
@@ -170,7 +170,8 @@ def consent_summary(*, patient: Patient) -> dict[str, Any]:
     current = dict(patient.consents.values_list("purpose", "status"))
     history = patient.consent_changes.select_related("actor")[:10]
     return {
-        "marketing": current.get(ConsentPurpose.MARKETING, ConsentStatus.OPTED_IN),
+        # Marketing starts unknown (never granted by default); service goes unless refused.
+        "marketing": current.get(ConsentPurpose.MARKETING, ConsentStatus.UNKNOWN),
         "service": current.get(ConsentPurpose.SERVICE, ConsentStatus.OPTED_IN),
         "history": [
             {

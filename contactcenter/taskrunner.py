@@ -40,15 +40,29 @@ def _task(name: str) -> Any:
     return app.tasks[name]
 
 
-def enqueue(name: str, **kwargs: Any) -> None:
+def enqueue(name: str, **kwargs: Any) -> bool:
+    """Hand a task to the runner; False when the broker could not take it.
+
+    Callers enqueue after their transaction committed, so the work itself is saved either way: a broker
+    that is down must not turn a saved message into a 500 (and an agent retyping it into a second text).
+    Every task here has a sweep that finds rows whose task was lost (redeliver_stalled for messages, run
+    leases for campaigns), so a refused publish is logged and left to it.
+    """
     runner = settings.TASK_RUNNER
     if runner == "celery":
-        _task(name).apply_async(kwargs=kwargs)
-        return
+        try:
+            _task(name).apply_async(kwargs=kwargs)
+        except Exception as exc:
+            logger.error(
+                "task %s not enqueued (%s): the dispatcher's sweep will hand it over", name, type(exc).__name__
+            )
+            return False
+        return True
     if runner == "inprocess" and _server_loop is not None and _server_loop.is_running():
         asyncio.run_coroutine_threadsafe(_run_async(name, kwargs), _server_loop)
-        return
+        return True
     _run_sync(name, kwargs)
+    return True
 
 
 async def _run_async(name: str, kwargs: dict[str, Any]) -> None:

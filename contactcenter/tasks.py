@@ -6,10 +6,8 @@ from typing import Any
 
 from celery import shared_task
 
-from contactcenter.actions.conversations import wake_snoozed_conversations
-from contactcenter.actions.delivery import abandon_delivery, reconcile_unconfirmed
+from contactcenter.actions.delivery import abandon_delivery
 from contactcenter.actions.delivery import deliver_message as deliver_message_action
-from contactcenter.actions.housekeeping import prune_events
 from contactcenter.dispatch import run_due_work
 
 
@@ -27,12 +25,5 @@ def deliver_message(self: Any, *, message_id: int) -> str:
 
 @shared_task
 def dispatch_due_work() -> dict[str, int]:
-    """The one periodic job; each app's due-row pickers hang off it."""
-    unconfirmed = reconcile_unconfirmed()
-    return {
-        "snoozes_woken": wake_snoozed_conversations(),
-        "events_pruned": prune_events(),
-        "unconfirmed_sends_found": unconfirmed.found,
-        "unconfirmed_sends_requeued": unconfirmed.requeued,
-        **run_due_work(),
-    }
+    """The one periodic job: every registered step, each isolated (contactcenter.dispatch)."""
+    return run_due_work()

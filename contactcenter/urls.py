@@ -14,4 +14,6 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit-log"),
     path("settings/inboxes/", settings_views.inbox_list, name="inbox-settings"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("settings/status/", views.system_status, name="system-status"),
 ]

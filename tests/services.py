@@ -49,6 +49,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.restarted = False  # by restart_fast(): the postmaster is then pg_ctl's child, not ours
 
     def start(self) -> str:
         if os.geteuid() == 0:
@@ -119,6 +120,38 @@ class PostgresServer:
             time.sleep(0.1)
         return f"postgres://postgres@127.0.0.1:{self.port}/hospital"
 
+    def restart_fast(self, *, timeout: float = 60.0) -> None:
+        """`pg_ctl restart -m fast` on the same data directory and port, as an operator would restart it.
+
+        Every session is cut (clients see their connections die) and the server comes back with the options
+        it was started with (pg_ctl reuses postmaster.opts). The new postmaster is pg_ctl's, not ours: stop()
+        then stops it through pg_ctl too.
+        """
+        subprocess.run(
+            [
+                *_as_postgres_user(),
+                _pg_bin("pg_ctl"),
+                "restart",
+                "-m",
+                "fast",
+                "-D",
+                str(self.data),
+                "-w",
+                "-t",
+                str(round(timeout)),
+                # Its own file: postgres.log belongs to whoever started the first server.
+                "-l",
+                str(self.root / "postgres-restarted.log"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout + 10,
+        )
+        if self.proc is not None:
+            self.proc.wait(10)  # the first postmaster (our child) has exited: reap it
+        self.restarted = True
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -126,6 +159,13 @@ class PostgresServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.restarted:
+            subprocess.run(
+                [*_as_postgres_user(), _pg_bin("pg_ctl"), "stop", "-m", "fast", "-D", str(self.data), "-w"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=70,
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -155,19 +195,28 @@ class RedisServer:
                 "--protected-mode",
                 "yes",
             ],
-            stdout=open(self.root / "redis.log", "wb"),
+            # Appended: start() again after halt() keeps the earlier server's log.
+            stdout=open(self.root / "redis.log", "ab"),
             stderr=subprocess.STDOUT,
         )
         _wait_for_port(self.port, what="Redis", log=self.root / "redis.log")
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server but keep its port and directory: start() brings it back at the same address.
+
+        Nothing is persisted (no RDB, no AOF), so what it held is gone, as after a crash of an unpersisted Redis.
+        """
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -968,19 +968,34 @@ def test_transfer_tells_the_previous_team_and_assignee_that_the_conversation_lef
     world, inbound, capture_events
 ) -> None:
     """charlie (Orthopedics) holds a Cardiology-inbox conversation transferred to his team; when it is
-    transferred back, he sees neither the inbox nor the new team, so he must be told directly."""
+    transferred back, he sees neither the inbox nor the new team, so he must be told directly: that it left,
+    and nothing of what is in it (REST no longer lets him read it)."""
     conversation = inbound(world.inbox_a, PHONE).conversation
     transfer_to_team(conversation=conversation, team=world.team_b, actor=world.sam)
     assign_conversation(conversation=conversation, assignee=world.charlie, actor=world.sam)
     capture = capture_events()
     transfer_to_team(conversation=conversation, team=world.team_a, actor=world.sam)
 
-    seen_by_charlie = visible_to(world.charlie, capture.all())
-    assert seen_by_charlie, "the previous assignee never learns the conversation left his list"
-    last = seen_by_charlie[-1]
-    assert last.payload["conversation"]["id"] == conversation.pk
-    assert last.payload["conversation"]["team_id"] == world.team_a.pk
-    assert last.payload["conversation"]["assignee"] is None
+    captured = capture.all()
+    assert visible_to(world.charlie, captured) == [], "the conversation's contents reached someone who may not see it"
+    charlie = access.event_visibility_for(world.charlie)
+    assert charlie is not None
+    placement = access.placement_of(conversation.pk)
+    told = [
+        e
+        for e in captured
+        if charlie.delivery(
+            event_type=e.type,
+            inbox_id=e.inbox_id,
+            team_id=e.team_id,
+            user_id=e.user_id,
+            conversation_id=e.conversation_id,
+            placement=placement,
+        )
+        is access.Delivery.WITHDRAW
+    ]
+    assert told, "the previous assignee never learns the conversation left his list"
+    assert {e.conversation_id for e in told} == {conversation.pk}
 
 
 def test_mark_read_clears_unread_once(world, inbound, capture_events) -> None:

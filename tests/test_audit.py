@@ -137,12 +137,175 @@ def test_listing_patients_is_audited_with_the_ids_shown(world: World, records: R
     assert entry.action == AuditAction.LIST_PATIENTS
     assert entry.actor_id == world.alice.pk
     assert entry.via == "api"
-    assert entry.detail == {"query": "13912", "ids": [records.patient_a.pk]}
+    assert entry.detail == {
+        "query": "13912",
+        "count": 1,
+        "ids": [records.patient_a.pk],
+        "patient_ids": [records.patient_a.pk],
+    }
 
 
 def test_listing_patients_as_team_b_records_only_team_b_ids(world: World, records: Records) -> None:
     token_client(world.charlie).get("/api/v1/patients/")
     assert entries()[0].detail["ids"] == [records.patient_b.pk]
+
+
+# --- List reads: one entry per request, naming what the page showed --------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["api", "ui"])
+def test_listing_conversations_is_one_entry_naming_the_conversations_and_patients_shown(
+    world: World, records: Records, via: str
+) -> None:
+    response = CLIENTS[via](world.alice).get("/api/v1/conversations/", {"status": "any"}, REMOTE_ADDR="203.0.113.9")
+    assert response.status_code == 200
+    shown = [row["id"] for row in response.json()["results"]]
+    assert sorted(shown) == sorted([records.conversation_a.pk, records.conversation_a2.pk])
+    [entry] = entries()
+    assert (entry.actor_id, entry.action, entry.via, entry.ip_address) == (
+        world.alice.pk,
+        AuditAction.LIST_CONVERSATIONS,
+        via,
+        "203.0.113.9",
+    )
+    assert (entry.object_type, entry.object_id, entry.patient_id) == ("conversation", "*", None)
+    assert entry.detail == {
+        "view": "all",
+        "status": "any",
+        "count": 2,
+        "ids": shown,
+        "patient_ids": sorted([records.patient_a.pk, records.patient_a2.pk]),
+    }
+
+
+def test_a_page_of_the_conversation_list_names_only_that_page(world: World, records: Records) -> None:
+    client = token_client(world.sam)
+    first = client.get("/api/v1/conversations/", {"status": "any", "limit": 2}).json()
+    second = client.get("/api/v1/conversations/", {"status": "any", "limit": 2, "offset": 2}).json()
+    pages = [[row["id"] for row in page["results"]] for page in (first, second)]
+    assert [len(page) for page in pages] == [2, 1]
+    assert [e.detail["ids"] for e in entries()] == pages
+    assert [e.action for e in entries()] == [AuditAction.LIST_CONVERSATIONS] * 2
+
+
+def test_an_empty_conversation_list_is_still_audited_as_a_query(world: World, records: Records) -> None:
+    response = token_client(world.charlie).get("/api/v1/conversations/", {"inbox": world.inbox_a.pk})
+    assert response.json()["results"] == []
+    [entry] = entries()
+    assert entry.detail["count"] == 0 and entry.detail["ids"] == []
+
+
+def test_a_refused_conversation_list_writes_no_entry(world: World, records: Records) -> None:
+    assert token_client(world.mark).get("/api/v1/conversations/").status_code == 403
+    assert APIClient().get("/api/v1/conversations/").status_code == 401
+    assert entries() == []
+
+
+@pytest.fixture
+def follow_up_tasks(world: World) -> list[Any]:
+    """Two open call tasks of Cardiology patients, one of Orthopedics."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from callbacks.actions.discharges import record_discharge
+    from callbacks.models import CallbackTask, FollowUpPlan, PlanStep, StepKind, TaskKind, TaskStatus
+    from tests.followup.conftest import discharge_record
+
+    plan = FollowUpPlan.objects.create(name="Audit test plan", is_active=False)
+    step = PlanStep.objects.create(plan=plan, position=1, kind=StepKind.CALL, offset_days=2)
+    deadline = timezone.now() + dt.timedelta(days=2)
+    tasks = []
+    for department in ("cardiology", "cardiology", "orthopedics"):
+        discharge = record_discharge(discharge_record(department_code=department)).discharge
+        tasks.append(
+            CallbackTask.objects.create(
+                discharge=discharge,
+                patient=discharge.patient,
+                department=discharge.department,
+                step=step,
+                kind=TaskKind.CALL,
+                status=TaskStatus.OPEN,
+                due_at=deadline - dt.timedelta(days=2),
+                deadline_at=deadline,
+            )
+        )
+    return tasks
+
+
+def test_listing_follow_up_tasks_is_one_entry_naming_the_tasks_and_patients_shown(
+    world: World, follow_up_tasks: list[Any]
+) -> None:
+    response = session_client(world.nina).get("/api/v1/followup/tasks/", {"view": "due"})
+    assert response.status_code == 200
+    shown = [row["id"] for row in response.json()["results"]]
+    cardiology = follow_up_tasks[:2]
+    assert sorted(shown) == sorted(t.pk for t in cardiology)
+    [entry] = entries()
+    assert (entry.actor_id, entry.action, entry.object_type, entry.via) == (
+        world.nina.pk,
+        AuditAction.LIST_FOLLOWUP_TASKS,
+        "callback_task",
+        "ui",
+    )
+    assert entry.detail == {
+        "view": "due",
+        "count": 2,
+        "ids": shown,
+        "patient_ids": sorted(t.patient_id for t in cardiology),
+    }
+
+
+def test_a_refused_follow_up_list_writes_no_entry(world: World, follow_up_tasks: list[Any]) -> None:
+    assert session_client(world.alice).get("/api/v1/followup/tasks/").status_code == 403
+    assert entries() == []
+
+
+# --- Web chat images staff open -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chat_image(world: World, records: Records, settings: Any, tmp_path: Any) -> Any:
+    """An image a patient sent in conversation A, stored where the web chat keeps uploads."""
+    from channels_adapters.webchat.actions import upload_path
+    from channels_adapters.webchat.models import WebUpload, WebVisitor
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    visitor = WebVisitor.objects.create(inbox=world.inbox_a, visitor_id="v-audit", patient=records.patient_a)
+    message = records.conversation_a.messages.get()
+    upload = WebUpload.objects.create(
+        name="a" * 32 + ".png", visitor=visitor, message=message, content_type="image/png", size=4, width=1, height=1
+    )
+    path = upload_path(upload.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG")
+    return upload
+
+
+def test_staff_opening_a_web_chat_image_is_audited(world: World, records: Records, chat_image: Any) -> None:
+    client = Client()
+    client.force_login(world.bob)
+    response = client.get(f"/webchat/files/{chat_image.name}", REMOTE_ADDR="198.51.100.4")
+    assert response.status_code == 200
+    [entry] = entries()
+    assert (entry.actor_id, entry.action, entry.patient_id, entry.via, entry.ip_address) == (
+        world.bob.pk,
+        AuditAction.VIEW_ATTACHMENT,
+        records.patient_a.pk,
+        "ui",
+        "198.51.100.4",
+    )
+    assert (entry.object_type, entry.object_id) == ("web_upload", str(chat_image.pk))
+    assert entry.detail == {"conversation_id": records.conversation_a.pk, "message_id": chat_image.message_id}
+
+
+def test_a_web_chat_image_refused_to_another_team_writes_no_entry(
+    world: World, records: Records, chat_image: Any
+) -> None:
+    client = Client()
+    client.force_login(world.charlie)
+    assert client.get(f"/webchat/files/{chat_image.name}").status_code == 404
+    assert entries() == []
 
 
 # --- Refused reads ----------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ create and merge patients, only admins read the audit log, and anonymous callers
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from contactcenter.models import Conversation, Event, Patient
+from contactcenter.actions.staff import change_staff_role, change_staff_teams
+from contactcenter.models import Conversation, Event, Patient, Role
 from tests.conftest import World
 
 User = get_user_model()
@@ -129,6 +129,53 @@ def test_team_scoped_endpoint_matrix(
 ) -> None:
     response = call(client_for(scene.world, persona), method, url.format(**scene.ids(team)), body)
     assert response.status_code == expected_team_scoped(persona, team, success), response.content
+
+
+# --- The same matrix after an admin changed someone's teams ------------------------------------------------
+
+# persona → their teams after the change: alice moves to B, nina leaves every team, charlie joins A too, and bob's
+# change is to the teams he already has.
+TEAM_CHANGES = {"alice": {"b"}, "nina": set(), "charlie": {"a", "b"}, "bob": {"a"}}
+
+
+def change_teams(scene: Scene, persona: str, teams: set[str]) -> None:
+    team_of = {"a": scene.world.team_a.pk, "b": scene.world.team_b.pk}
+    change_staff_teams(user=getattr(scene.world, persona), team_ids=[team_of[t] for t in teams], actor=scene.world.ada)
+
+
+@pytest.mark.parametrize("persona", sorted(TEAM_CHANGES))
+@pytest.mark.parametrize("team", ["a", "b"])
+@pytest.mark.parametrize(("name", "method", "url", "body", "success"), TEAM_SCOPED, ids=[r[0] for r in TEAM_SCOPED])
+def test_team_scoped_endpoint_matrix_after_a_team_change(
+    scene: Scene, persona: str, team: str, name: str, method: str, url: str, body: Any, success: int
+) -> None:
+    change_teams(scene, persona, TEAM_CHANGES[persona])
+    response = call(client_for(scene.world, persona), method, url.format(**scene.ids(team)), body)
+    assert response.status_code == (success if team in TEAM_CHANGES[persona] else 404), response.content
+
+
+@pytest.mark.parametrize("persona", sorted(TEAM_CHANGES))
+def test_lists_after_a_team_change_hold_only_the_new_teams(scene: Scene, persona: str) -> None:
+    change_teams(scene, persona, TEAM_CHANGES[persona])
+    client = client_for(scene.world, persona)
+    by_team = {
+        "a": {scene.conversation_a.pk, Conversation.objects.get(patient=scene.patient_a2).pk},
+        "b": {scene.conversation_b.pk},
+    }
+    conversations = client.get("/api/v1/conversations/", {"status": "any"}).json()["results"]
+    assert {row["id"] for row in conversations} == set().union(*(by_team[t] for t in TEAM_CHANGES[persona]))
+    patients_by_team = {"a": {scene.patient_a.pk, scene.patient_a2.pk}, "b": {scene.patient_b.pk}}
+    patients = client.get("/api/v1/patients/").json()["results"]
+    assert {row["id"] for row in patients} == set().union(*(patients_by_team[t] for t in TEAM_CHANGES[persona]))
+
+
+@pytest.mark.parametrize(("role", "expected"), [(Role.MARKETER, 403), (Role.SUPERVISOR, 200), (Role.NURSE, 404)])
+def test_a_role_change_applies_to_the_next_request(scene: Scene, role: str, expected: int) -> None:
+    """charlie (team B) reads a team A conversation as whatever his new role allows."""
+    change_staff_role(user=scene.world.charlie, role=role, actor=scene.world.ada)
+    client = APIClient()
+    client.force_authenticate(user=User.objects.get(pk=scene.world.charlie.pk))  # as the next request loads him
+    assert client.get(f"/api/v1/conversations/{scene.conversation_a.pk}/").status_code == expected
 
 
 # --- Role-gated endpoints -------------------------------------------------------------------------------
@@ -376,12 +423,29 @@ def socket(cookie: bytes | None, origin: tuple[bytes, bytes] = ORIGIN) -> Websoc
     return WebsocketCommunicator(application, "/ws/agent/", headers=headers)
 
 
-async def drain(communicator: WebsocketCommunicator, quiet: float = 1.0) -> list[dict[str, Any]]:
-    """Every frame until the socket has been quiet for `quiet` seconds."""
-    frames = []
-    while not await communicator.receive_nothing(timeout=quiet):
-        frames.append(await communicator.receive_json_from(timeout=5))
+async def ended(communicator: WebsocketCommunicator) -> None:
+    """Disconnect and check the consumer task really finished, and finished without crashing."""
+    await communicator.disconnect(timeout=1)
+    assert communicator.future.done(), "the consumer outlived its socket"
+    assert communicator.future.cancelled() or communicator.future.exception() is None
+
+
+async def receive_until(communicator: WebsocketCommunicator, expected: set[int]) -> list[dict[str, Any]]:
+    """Frames until every expected event id has arrived (or one that is not expected: then stop and let the
+    caller's assertion show it); each wait is bounded, so a missing event fails instead of hanging."""
+    frames: list[dict[str, Any]] = []
+    while not expected <= event_ids(frames):
+        frame = await communicator.receive_json_from(timeout=5)
+        frames.append(frame)
+        if event_ids([frame]) - expected:
+            break
     return frames
+
+
+async def assert_quiet(communicator: WebsocketCommunicator) -> None:
+    """Nothing more arrives. An absence can only be observed over a window; it follows the explicit waits above."""
+    if not await communicator.receive_nothing(timeout=0.5):
+        pytest.fail(f"unexpected frame {await communicator.receive_json_from(timeout=5)}")
 
 
 def event_ids(frames: list[dict[str, Any]]) -> set[int]:
@@ -396,7 +460,7 @@ async def test_inbox_staff_can_open_the_agent_socket(world: World, cookies: dict
     assert connected
     await communicator.send_json_to({"op": "ping"})
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
-    await communicator.disconnect()
+    await ended(communicator)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -406,6 +470,7 @@ async def test_marketer_and_anonymous_sockets_are_closed(world: World, cookies: 
     connected, code = await communicator.connect(timeout=10)
     assert not connected
     assert code == 4403
+    await ended(communicator)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -413,14 +478,17 @@ async def test_socket_from_a_foreign_origin_is_refused(world: World, cookies: di
     communicator = socket(cookies["alice"], origin=(b"origin", b"https://evil.example"))
     connected, _ = await communicator.connect(timeout=10)
     assert not connected
+    await ended(communicator)
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_socket_of_a_deactivated_user_is_closed(world: World, cookies: dict[str, bytes]) -> None:
     await sync_to_async(User.objects.filter(pk=world.alice.pk).update)(is_active=False)
-    connected, code = await socket(cookies["alice"]).connect(timeout=10)
+    communicator = socket(cookies["alice"])
+    connected, code = await communicator.connect(timeout=10)
     assert not connected
     assert code == 4403
+    await ended(communicator)
 
 
 # persona → which teams' events its socket must carry
@@ -450,15 +518,6 @@ async def test_socket_carries_exactly_the_events_of_visible_teams(
     await communicator.send_json_to({"op": "resync", "last_event_id": 0})
     ready = await communicator.receive_json_from(timeout=5)
     assert ready == {"type": "ready", "last_event_id": 0}
-    history = await drain(communicator)
-    cursor = max(event_ids(history), default=0)
-
-    # Live: team A first, then team B, so a leak of A would arrive before the B frame we wait for.
-    await deliver(world.inbox_a, PHONE_A2, "live for cardiology")
-    await deliver(world.inbox_b, "+8613800138004", "live for orthopedics")
-    await communicator.receive_nothing(timeout=0.2)
-    live = await drain(communicator, quiet=2.0)
-    await communicator.disconnect()
 
     @sync_to_async
     def expected_ids(after: int, upto: int | None) -> set[int]:
@@ -471,6 +530,21 @@ async def test_socket_carries_exactly_the_events_of_visible_teams(
     def hidden_ids() -> set[int]:
         hidden = [inbox_of[t] for t in ("a", "b") if t not in teams]
         return set(Event.objects.filter(inbox_id__in=hidden).values_list("id", flat=True))
+
+    @sync_to_async
+    def newest() -> int:
+        return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    cursor = await newest()
+    history = await receive_until(communicator, await expected_ids(0, cursor))
+    await assert_quiet(communicator)
+
+    # Live: team A first, then team B, so a leak of A would arrive before the B frames we wait for.
+    await deliver(world.inbox_a, PHONE_A2, "live for cardiology")
+    await deliver(world.inbox_b, "+8613800138004", "live for orthopedics")
+    live = await receive_until(communicator, await expected_ids(cursor, None))
+    await assert_quiet(communicator)
+    await ended(communicator)
 
     history_ids, live_ids = event_ids(history), event_ids(live)
     assert history_ids, "the resync replayed nothing"
@@ -490,9 +564,13 @@ async def test_agent_of_team_b_socket_never_receives_team_a_events(
     assert (await communicator.receive_json_from(timeout=5))["type"] == "ready"
     for i in range(3):
         await sync_to_async(inbound)(world.inbox_a, PHONE_A, f"cardiology message {i}")
-    # Nothing at all: no hint reaches charlie's groups, and a catch-up would find nothing visible.
-    assert await communicator.receive_nothing(timeout=2.0)
-    await communicator.disconnect()
+    # A team B delivery after them is the signal that the hints of team A's had their chance to arrive.
+    await sync_to_async(inbound)(world.inbox_b, PHONE_B, "orthopedics")
+    frames = await receive_until(communicator, await sync_to_async(team_b_event_ids)(world))
+    assert all(e["conversation"]["inbox"]["id"] == world.inbox_b.pk for e in conversation_events(frames))
+    # Nothing at all of team A: no hint reaches charlie's groups, and a catch-up would find nothing visible.
+    await assert_quiet(communicator)
+    await ended(communicator)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -504,13 +582,14 @@ async def test_watching_a_team_a_conversation(
     communicator = socket(cookies[persona])
     assert (await communicator.connect(timeout=10))[0]
     await communicator.send_json_to({"op": "watch", "conversation_id": result.conversation.pk})
-    if allowed:
-        assert await communicator.receive_nothing(timeout=1.0)
-    else:
+    if not allowed:
         frame = await communicator.receive_json_from(timeout=5)
         assert frame["type"] == "error"
         assert frame["code"] == "forbidden"
-    await communicator.disconnect()
+    # Frames are handled in order: the pong says the watch was handled, silently when it was allowed.
+    await communicator.send_json_to({"op": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await ended(communicator)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -526,11 +605,65 @@ async def test_typing_in_a_team_a_conversation_does_not_reach_team_b(
     await charlie.send_json_to({"op": "watch", "conversation_id": conversation_id})
     assert (await charlie.receive_json_from(timeout=5))["code"] == "forbidden"
     await alice.send_json_to({"op": "watch", "conversation_id": conversation_id})
-    await asyncio.sleep(0.2)
+    # The pongs say each watch was handled (frames are handled in order), so the groups are joined.
+    for communicator in (alice, bob):
+        await communicator.send_json_to({"op": "ping"})
+        assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
     await alice.send_json_to({"op": "typing", "conversation_id": conversation_id, "state": "start"})
     typing = await bob.receive_json_from(timeout=5)
     assert typing["type"] == "typing"
     assert typing["user_id"] == world.alice.pk
-    assert await charlie.receive_nothing(timeout=1.0)
+    # bob got it; charlie, who is not in the group, gets nothing, not even late.
+    await assert_quiet(charlie)
     for communicator in (alice, bob, charlie):
-        await communicator.disconnect()
+        await ended(communicator)
+
+
+def team_b_event_ids(world: World) -> set[int]:
+    return set(Event.objects.filter(inbox_id=world.inbox_b.pk).values_list("id", flat=True))
+
+
+def conversation_events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for f in frames if f["type"] == "events" for e in f["events"] if e["type"] == "conversation"]
+
+
+# --- The socket after a team or role change ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("persona", sorted(TEAM_CHANGES))
+async def test_socket_after_a_team_change_carries_exactly_the_new_teams(
+    world: World, inbound: Any, cookies: dict[str, bytes], persona: str
+) -> None:
+    deliver = sync_to_async(inbound)
+    await deliver(world.inbox_a, PHONE_A, "history for cardiology")
+    await deliver(world.inbox_b, PHONE_B, "history for orthopedics")
+    teams = TEAM_CHANGES[persona]
+    team_of = {"a": world.team_a.pk, "b": world.team_b.pk}
+    await sync_to_async(change_staff_teams)(
+        user=getattr(world, persona), team_ids=[team_of[t] for t in teams], actor=world.ada
+    )
+
+    @sync_to_async
+    def ids_of(inboxes: set[str]) -> set[int]:
+        inbox_of = {"a": world.inbox_a.pk, "b": world.inbox_b.pk}
+        return set(Event.objects.filter(inbox_id__in=[inbox_of[t] for t in inboxes]).values_list("id", flat=True))
+
+    communicator = socket(cookies[persona])
+    assert (await communicator.connect(timeout=10))[0]
+    await communicator.send_json_to({"op": "resync", "last_event_id": 0})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "ready"
+    replay = await receive_until(communicator, await ids_of(teams))
+    await assert_quiet(communicator)
+    assert event_ids(replay) == await ids_of(teams)
+    assert not event_ids(replay) & await ids_of({"a", "b"} - teams)
+    await ended(communicator)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_socket_of_an_agent_made_marketer_is_refused(world: World, cookies: dict[str, bytes]) -> None:
+    await sync_to_async(change_staff_role)(user=world.alice, role=Role.MARKETER, actor=world.ada)
+    communicator = socket(cookies["alice"])
+    connected, code = await communicator.connect(timeout=10)
+    assert (connected, code) == (False, 4403)
+    await ended(communicator)

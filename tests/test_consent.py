@@ -1,16 +1,23 @@
 """The consent registry as patients drive it: keywords texted to a Twilio number, through the signed webhook.
 
-Opt-out keywords (settings.SMS_OPT_OUT_KEYWORDS) are whole-body and case-insensitive and end marketing on
-every channel and inbox; START/UNSTOP/YES undo them; HELP is answered once with settings.SMS_HELP_TEXT.
-Longer messages that read like an opt-out are only flagged for the agent. Outbound goes through the real
-twilio SDK with its HTTP client replaced by tests.twilio_fake.RecordingTwilioHttpClient.
+Opt-out keywords (settings.SMS_OPT_OUT_KEYWORDS) are whole-body, case-insensitive and NFKC-folded and end
+marketing on every channel and inbox; START/UNSTOP/YES undo them; each change is confirmed by one SMS in
+the patient's language; HELP is answered once with settings.SMS_HELP_TEXT. Keywords are an SMS thing: in
+web chat an opt-out word is only flagged and HELP is just a question. Longer messages that read like an
+opt-out are only flagged for the agent. Marketing consent starts unknown, and marketing goes only where
+settings.MARKETING_CONSENT_POLICY allows. Outbound goes through the real twilio SDK with its HTTP client
+replaced by tests.twilio_fake.RecordingTwilioHttpClient.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,13 +25,22 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.test import Client
+from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
-import channels_adapters.sms.transport
+import channels_adapters.twilio.transport
 from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
-from contactcenter.actions.consent import LIKELY_OPT_OUT_FLAG, check_may_send, record_consent
+from channels_adapters.webchat.actions import PreChat, start_visit, visitor_sends
+from contactcenter.actions.consent import (
+    LIKELY_OPT_OUT_FLAG,
+    check_may_send,
+    consent_status,
+    marketing_refusals,
+    record_consent,
+)
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import merge_patients
+from contactcenter.actions.visits import record_visit
 from contactcenter.models import (
     ChannelType,
     Consent,
@@ -42,6 +58,7 @@ from contactcenter.models import (
     PatientIdentity,
     SenderKind,
     Team,
+    VisitKind,
 )
 from tests.twilio_fake import RecordingTwilioHttpClient, fixture
 
@@ -99,7 +116,7 @@ def sms(db: Any, monkeypatch: pytest.MonkeyPatch, settings: Any) -> Sms:
 @pytest.fixture
 def twilio_api(monkeypatch: pytest.MonkeyPatch) -> RecordingTwilioHttpClient:
     fake = RecordingTwilioHttpClient()
-    monkeypatch.setattr(channels_adapters.sms.transport, "http_client", lambda: fake)
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
     return fake
 
 
@@ -148,7 +165,12 @@ VARIANTS: dict[str, Callable[[str], str]] = {
     "fullwidth_quotes_and_stop": lambda k: f" “{mixed_case(k)}”。",
     # A Chinese IME types the ideographic space U+3000; phones sometimes send a no-break space.
     "ideographic_and_no_break_spaces": lambda k: f"\u3000{k}\u00a0",
+    # A Chinese keyboard in full-width mode: ＳＴＯＰ is STOP once NFKC-folded.
+    "fullwidth_letters": lambda k: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in k) + "！",
 }
+
+STOP_CONFIRMATION_ZH = "您已退订本院营销短信，与您就诊相关的服务通知仍会发送。回复START可重新订阅。"
+START_CONFIRMATION_ZH = "您已重新订阅本院资讯短信。回复R或退订可随时取消。"
 
 
 # --- Opt-out keywords -------------------------------------------------------------------------------------
@@ -174,9 +196,11 @@ def test_opt_out_keyword_texted_in_opts_the_patient_out_of_marketing(
     assert change.message == message
     assert message.body == body
     assert message.flags == []
-    # Service consent is never touched by a keyword, and STOP gets no reply from us (Twilio confirms it).
+    # Service consent is never touched by a keyword; the opt-out is confirmed by one service SMS.
     assert not Consent.objects.filter(purpose=ConsentPurpose.SERVICE).exists()
-    assert outbound_messages() == []
+    [confirmation] = outbound_messages()
+    assert (confirmation.conversation, confirmation.sender_kind) == (message.conversation, SenderKind.SYSTEM)
+    assert confirmation.body == STOP_CONFIRMATION_ZH
 
 
 def test_opt_out_through_the_messaging_service_pool_is_recorded_the_same_way(client: Client, sms: Sms) -> None:
@@ -201,6 +225,29 @@ def test_second_stop_is_not_a_new_change(client: Client, sms: Sms) -> None:
     text_in(client, "unsubscribe")
 
     assert list(ConsentChange.objects.values_list("status", flat=True)) == [ConsentStatus.OPTED_OUT]
+
+
+def test_stop_and_start_are_each_confirmed_once_through_twilio_in_the_patients_language(
+    client: Client, sms: Sms, twilio_api: RecordingTwilioHttpClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    def texted(body: str) -> list[str]:
+        before = len(twilio_api.requests)
+        with django_capture_on_commit_callbacks(execute=True):
+            text_in(client, body)
+        return [r.data["Body"] for r in twilio_api.requests[before:]]
+
+    # A new number is a patient whose language is the hospital's default (Chinese).
+    assert texted("STOP") == [STOP_CONFIRMATION_ZH]
+    # Already opted out: no second confirmation for a second STOP, whatever the word.
+    assert texted("退订") == []
+    assert texted("START") == [START_CONFIRMATION_ZH]
+    assert texted("START") == []
+    Patient.objects.filter(pk=patient_of(PATIENT_PHONE).pk).update(language="en")
+    [english] = texted("STOP")
+    assert english.startswith("You will get no more marketing messages from us.") and "START" in english
+    assert all(r.data["To"] == PATIENT_PHONE and r.data["From"] == NUMBER for r in twilio_api.requests)
+    confirmations = Message.objects.filter(direction=MessageDirection.OUTBOUND)
+    assert {(m.sender_kind, m.author_id) for m in confirmations} == {(SenderKind.SYSTEM, None)}
 
 
 # --- Opt-in keywords --------------------------------------------------------------------------------------
@@ -328,7 +375,7 @@ def test_opt_out_in_a_sentence_is_flagged_for_the_agent_and_changes_no_consent(
     assert message.flags == [LIKELY_OPT_OUT_FLAG]
     assert not Consent.objects.exists()
     assert not ConsentChange.objects.exists()
-    check_may_send(patient=message.conversation.patient, purpose=ConsentPurpose.MARKETING)
+    assert consent_status(patient=message.conversation.patient, purpose=ConsentPurpose.MARKETING) == "unknown"
 
 
 def test_stop_by_the_pharmacy_is_neither_an_opt_out_nor_flagged(client: Client, sms: Sms) -> None:
@@ -357,12 +404,13 @@ def test_stop_by_the_pharmacy_is_neither_an_opt_out_nor_flagged(client: Client, 
 def test_multi_word_messages_containing_a_keyword_are_not_keywords(client: Client, sms: Sms, body: str) -> None:
     text_in(client, "STOP")
     consent_before = list(ConsentChange.objects.values_list("id", flat=True))
+    replies_before = outbound_messages()
 
     text_in(client, body)
 
     assert list(ConsentChange.objects.values_list("id", flat=True)) == consent_before
     assert marketing_status(patient_of(PATIENT_PHONE)) == ConsentStatus.OPTED_OUT
-    assert outbound_messages() == []
+    assert outbound_messages() == replies_before
 
 
 @pytest.mark.parametrize("body", ["Stopping by tomorrow", "STOPALL2", "Tuesday", "Nope", "Reply"])
@@ -446,21 +494,142 @@ def test_one_patients_opt_out_does_not_block_another_patient(
 ) -> None:
     text_in(client, "STOP")
     other = conversation_on(sms.number_inbox, inbound, phone=OTHER_PHONE)
+    opt_in(other.patient)
 
     message = send_outbound(conversation=other, body=MARKETING_BODY, author=None, purpose=ConsentPurpose.MARKETING)
 
     assert message.status == MessageStatus.QUEUED
-    assert marketing_status(other.patient) is None
+    assert marketing_status(other.patient) == ConsentStatus.OPTED_IN
 
 
-def test_marketing_is_allowed_for_a_patient_who_never_opted_out(sms: Sms, inbound: Callable[..., Any]) -> None:
-    conversation = conversation_on(sms.number_inbox, inbound)
+# --- Marketing consent starts unknown; the policy decides ------------------------------------------------
 
-    message = send_outbound(
-        conversation=conversation, body=MARKETING_BODY, author=None, purpose=ConsentPurpose.MARKETING
+
+def opt_in(patient: Patient) -> None:
+    record_consent(
+        patient=patient, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_IN, source=ConsentSource.API
     )
 
-    assert message.status == MessageStatus.QUEUED
+
+def visited(patient: Patient, *, days_ago: int) -> None:
+    team = Team.objects.get(code="cardiology")
+    record_visit(
+        patient=patient,
+        visit_number=f"V-{patient.pk}-{days_ago}",
+        department=team,
+        kind=VisitKind.OUTPATIENT,
+        admitted_at=timezone.now() - dt.timedelta(days=days_ago),
+    )
+
+
+def test_a_new_sms_number_is_marketing_unknown_and_gets_no_marketing(
+    client: Client, sms: Sms, twilio_api: RecordingTwilioHttpClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    conversation = text_in(client, "Is the clinic open on Saturday?").conversation
+    patient = conversation.patient
+
+    assert consent_status(patient=patient, purpose=ConsentPurpose.MARKETING) == ConsentStatus.UNKNOWN
+    assert not Consent.objects.filter(patient=patient).exists()
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(ValidationError) as refused:
+        send_outbound(conversation=conversation, body=MARKETING_BODY, author=None, purpose=ConsentPurpose.MARKETING)
+    assert refused.value.code == "no_consent"
+    assert refused.value.messages == ["This patient has not agreed to marketing messages; marketing cannot be sent."]
+    # Service messages are another purpose: they go.
+    with django_capture_on_commit_callbacks(execute=True):
+        send_outbound(conversation=conversation, body=SERVICE_BODY, author=None)
+    assert [r.data["Body"] for r in twilio_api.requests] == [SERVICE_BODY]
+
+
+def test_a_web_chat_visitor_who_agreed_to_have_the_enquiry_answered_is_marketing_unknown(sms: Sms) -> None:
+    chat = Inbox.objects.create(name="Website chat", channel_type=ChannelType.WEBCHAT, team=sms.team)
+    form = PreChat(name="Wang Fang", phone=OTHER_PHONE, email="", consent=True, language="zh-hans")
+
+    visitor = start_visit(inbox=chat, form=form, portal=None)
+
+    assert consent_status(patient=visitor.patient, purpose=ConsentPurpose.SERVICE) == ConsentStatus.OPTED_IN
+    assert consent_status(patient=visitor.patient, purpose=ConsentPurpose.MARKETING) == ConsentStatus.UNKNOWN
+    with pytest.raises(ValidationError) as refused:
+        check_may_send(patient=visitor.patient, purpose=ConsentPurpose.MARKETING)
+    assert refused.value.code == "no_consent"
+
+
+def test_the_existing_patient_policy_allows_unknown_consent_only_with_a_recent_visit(
+    sms: Sms, inbound: Callable[..., Any], settings: Any
+) -> None:
+    settings.MARKETING_CONSENT_POLICY = "existing_patient"
+    settings.MARKETING_EXISTING_PATIENT_MONTHS = 24
+    recent = conversation_on(sms.number_inbox, inbound).patient
+    visited(recent, days_ago=200)
+    lapsed = conversation_on(sms.number_inbox, inbound, phone=OTHER_PHONE).patient
+    visited(lapsed, days_ago=800)
+    never = conversation_on(sms.number_inbox, inbound, phone="+8613700137000").patient
+    stopped = conversation_on(sms.number_inbox, inbound, phone="+8613600136000").patient
+    visited(stopped, days_ago=10)
+    record_consent(
+        patient=stopped, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT, source=ConsentSource.AGENT
+    )
+    asked = conversation_on(sms.number_inbox, inbound, phone="+8613500135000").patient
+    opt_in(asked)
+
+    refusals = marketing_refusals([recent.pk, lapsed.pk, never.pk, stopped.pk, asked.pk])
+
+    assert refusals == {lapsed.pk: "no_consent", never.pk: "no_consent", stopped.pk: "opted_out"}
+    check_may_send(patient=recent, purpose=ConsentPurpose.MARKETING)
+    # The same patients under the default policy: only the explicit opt-in.
+    settings.MARKETING_CONSENT_POLICY = "opt_in"
+    assert set(marketing_refusals([recent.pk, asked.pk])) == {recent.pk}
+
+
+def test_the_consent_policy_is_read_from_the_environment_and_checked_at_start_up(tmp_path: Any) -> None:
+    def start(**env: str) -> subprocess.CompletedProcess[str]:
+        clean = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), "DATABASE_URL": ""}
+        code = "from django.conf import settings as s; print(s.MARKETING_CONSENT_POLICY, s.MARKETING_EXISTING_PATIENT_MONTHS)"
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+            cwd=str(Path(__file__).resolve().parents[1]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert start().stdout.split()[-2:] == ["opt_in", "24"]
+    chosen = start(MARKETING_CONSENT_POLICY="existing_patient", MARKETING_EXISTING_PATIENT_MONTHS="12")
+    assert chosen.stdout.split()[-2:] == ["existing_patient", "12"]
+    wrong = start(MARKETING_CONSENT_POLICY="everyone")
+    assert wrong.returncode != 0 and "MARKETING_CONSENT_POLICY" in wrong.stderr
+
+
+# --- Keywords are an SMS thing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", ["HELP", "帮助", "START", "YES"])
+def test_keywords_typed_in_web_chat_are_no_keywords(sms: Sms, body: str) -> None:
+    chat = Inbox.objects.create(name="Website chat", channel_type=ChannelType.WEBCHAT, team=sms.team)
+    form = PreChat(name="Wang Fang", phone="", email="fang@example.com", consent=True, language="en")
+    visitor = start_visit(inbox=chat, form=form, portal=None)
+
+    result = visitor_sends(visitor=visitor, body=body, client_id="c1")
+
+    # No SMS help text, no consent change, nothing sent: the agent answers the question.
+    assert outbound_messages() == []
+    assert not ConsentChange.objects.filter(purpose=ConsentPurpose.MARKETING).exists()
+    assert result.message.flags == []
+
+
+@pytest.mark.parametrize("body", ["STOP", "ＳＴＯＰ", "unsubscribe", "退订"])
+def test_an_opt_out_word_in_web_chat_is_only_flagged_for_staff(sms: Sms, body: str) -> None:
+    chat = Inbox.objects.create(name="Website chat", channel_type=ChannelType.WEBCHAT, team=sms.team)
+    form = PreChat(name="Wang Fang", phone="", email="fang@example.com", consent=True, language="en")
+    visitor = start_visit(inbox=chat, form=form, portal=None)
+
+    result = visitor_sends(visitor=visitor, body=body, client_id="c1")
+
+    result.message.refresh_from_db()
+    assert result.message.flags == [LIKELY_OPT_OUT_FLAG]
+    assert consent_status(patient=visitor.patient, purpose=ConsentPurpose.MARKETING) == ConsentStatus.UNKNOWN
+    assert outbound_messages() == []
 
 
 def test_recording_the_same_status_again_is_not_a_change(sms: Sms, inbound: Callable[..., Any]) -> None:

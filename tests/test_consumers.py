@@ -25,7 +25,7 @@ from django.test import Client
 from config.asgi import application
 from contactcenter import events
 from contactcenter.actions.presence import set_availability
-from contactcenter.models import AgentProfile, Availability, Event
+from contactcenter.models import AgentProfile, AuditAction, AuditLogEntry, Availability, Event
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -329,6 +329,79 @@ async def test_resync_beyond_one_batch_arrives_complete_in_ordered_batches(world
     assert sizes == [500, 500, 200]
     assert ids(received) == visible
     await assert_silent(alice)
+
+
+# --- resyncs are audited --------------------------------------------------------------------------------------
+
+
+def _replay_entries() -> list[Any]:
+    return list(AuditLogEntry.objects.filter(action=AuditAction.REPLAY_EVENTS).order_by("id"))
+
+
+replay_entries = database_sync_to_async(_replay_entries)
+
+
+def _conversation_events(conversation: Any, count: int) -> list[int]:
+    """Stored rows only (no hints) about one conversation: enough to make a resync span several batches."""
+    with transaction.atomic():
+        rows = Event.objects.bulk_create(
+            Event(
+                type="note",
+                op="add",
+                payload={"n": n},
+                inbox_id=conversation.inbox_id,
+                team_id=conversation.team_id,
+                conversation_id=conversation.pk,
+            )
+            for n in range(count)
+        )
+    return [r.id for r in rows]
+
+
+async def test_a_resync_writes_one_audit_entry_per_batch_of_conversation_events(world, open_socket, deliver) -> None:
+    start = await last_event_id()
+    result, written = await deliver(world.inbox_a, next_phone(), "history")
+    bulk = await database_sync_to_async(_conversation_events)(result.conversation, 700)
+    alice = await open_socket("alice")
+    await resync(alice, start)
+    replayed = await receive_events(alice, len(written) + len(bulk))
+    await assert_silent(alice)
+
+    batches = await replay_entries()
+    assert [e.detail["events"] for e in batches] == [500, len(replayed) - 500]
+    for entry in batches:
+        assert (entry.actor_id, entry.via, entry.object_type, entry.object_id) == (
+            world.alice.pk,
+            "socket",
+            "conversation",
+            "*",
+        )
+        assert entry.detail["ids"] == [result.conversation.pk]
+        assert entry.detail["patient_ids"] == [result.patient.pk]
+    assert [(e.detail["first_event_id"], e.detail["last_event_id"]) for e in batches] == [
+        (replayed[0]["id"], replayed[499]["id"]),
+        (replayed[500]["id"], replayed[-1]["id"]),
+    ]
+
+
+async def test_live_events_and_resyncs_with_nothing_about_conversations_are_not_audited(
+    world, open_socket, deliver
+) -> None:
+    start = await last_event_id()
+    await database_sync_to_async(set_availability)(user=world.bob, availability=Availability.ONLINE)
+    alice = await open_socket("alice")
+    await resync(alice, start)
+    [presence] = await receive_events(alice, 1)
+    assert kinds([presence]) == ["presence.update"]
+    _, live = await deliver(world.inbox_a, next_phone(), "live, while she watches")
+    assert ids(await receive_events(alice, len(live))) == live
+    assert await replay_entries() == []
+
+    # A resync from the current end replays nothing, so reads nothing.
+    sam = await open_socket("sam")
+    await resync(sam, None)
+    await assert_silent(sam)
+    assert await replay_entries() == []
 
 
 # --- live delivery --------------------------------------------------------------------------------------------

@@ -78,6 +78,11 @@ class RecordingTwilioHttpClient(HttpClient):
             step = self.script.pop(0) if self.script else None
             if step is None and method.upper() == "GET" and uri.endswith("/Messages.json"):
                 step = (200, self._page(dict(params or {})))
+            elif step is None and method.upper() == "GET" and "/Messages/" in uri:
+                # One message by SID, as Twilio has it now (tests set its "status" in `accepted`).
+                sid = uri.rsplit("/", 1)[1].removesuffix(".json")
+                found = next((m for m in self.accepted if m["sid"] == sid), None)
+                step = (200, found) if found else (404, {"code": 20404, "message": "Not found", "status": 404})
             elif step is None:
                 created = fixture("api_message_created.json")
                 created.update(sid=f"SM{len(self.accepted) + 1:032x}", **_echoed(dict(data or {})))

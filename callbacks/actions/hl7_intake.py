@@ -9,7 +9,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import translation
 
-from callbacks.actions.discharges import cancel_discharge, record_discharge, update_demographics
+from callbacks.actions.discharges import (
+    cancel_discharge,
+    record_discharge,
+    record_intake_message,
+    update_demographics,
+)
 from callbacks.intake.hl7 import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
@@ -20,7 +25,10 @@ from callbacks.intake.hl7 import (
     HL7Rejection,
     Intake,
     build_ack,
+    check_header,
+    declared_charset,
     decode,
+    encode_ack,
     interpret,
     parse_message,
     read_header,
@@ -28,6 +36,7 @@ from callbacks.intake.hl7 import (
     visit_number_of,
 )
 from callbacks.models import Discharge, IntakeMessage, IntakeOutcome, IntakeSource
+from contactcenter.boundary import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -56,31 +65,40 @@ class _Outcome:
 
 
 def accept_hl7(raw: bytes) -> bytes:
-    """Apply one HL7 message and return its ACK (UTF-8). Never raises: the sender always gets an answer.
+    """Apply one HL7 message and return its ACK. Never raises: the sender always gets an answer.
 
     AA: applied (or already applied under the same MSH-10). AE/AR: nothing applied, the reason in MSA-3;
-    the message itself is kept as an IntakeMessage row so nothing the HIS sent is lost.
+    the message itself is kept as an IntakeMessage row so nothing the HIS sent is lost. The ACK is in the
+    character set the message's MSH-18 declares (ASCII when it declares none we read).
     """
     # ACK texts are for interface engines and their logs, whatever language the staff UI speaks.
     with translation.override("en"):
         try:
-            return _accept(raw).encode("utf-8")
+            header, ack = _accept(raw)
+            return encode_ack(ack, header.charset)
         except Exception:
             header = salvage_header(raw)
-            logger.exception("HL7 message %r (%s) failed unexpectedly", header.control_id[:40], header.message_type)
-            return build_ack(header, "AE", "internal error", error_code=APPLICATION_INTERNAL_ERROR).encode("utf-8")
+            logger.exception(
+                "HL7 message %r (%s) failed unexpectedly",
+                clean_text(header.control_id[:40], field="MSH-10"),
+                header.message_type,
+            )
+            ack = build_ack(header, "AE", "internal error", error_code=APPLICATION_INTERNAL_ERROR)
+            return encode_ack(ack, header.charset)
 
 
-def _accept(raw: bytes) -> str:
+def _accept(raw: bytes) -> tuple[Header, str]:
     text = _legible(raw)
+    header: Header | None = None
     try:
         message = parse_message(raw)
         header = read_header(message)
+        check_header(header)
     except HL7Rejection as rejection:
-        header = salvage_header(raw)
+        header = header or salvage_header(raw)
         outcome = _Outcome(rejection.code, rejection.reason, rejection.location, rejection.error_code)
         _store(header, outcome, text, visit_number="")
-        return _ack(header, outcome)
+        return header, _ack(header, outcome)
     intake: Intake | None = None
     outcome = _Outcome(IntakeOutcome.ACCEPTED)
     try:
@@ -93,11 +111,11 @@ def _accept(raw: bytes) -> str:
             _lock_control_id(header.control_id)
             if _already_accepted(header.control_id):
                 logger.info("HL7 %s %s already accepted; acknowledged again", header.message_type, header.control_id)
-                return _ack(header, _Outcome(IntakeOutcome.ACCEPTED))
+                return header, _ack(header, _Outcome(IntakeOutcome.ACCEPTED))
         if intake is not None:
             outcome = _apply(intake)
         _store(header, outcome, text, visit_number=visit_number)
-    return _ack(header, outcome)
+    return header, _ack(header, outcome)
 
 
 def _apply(intake: Intake) -> _Outcome:
@@ -148,21 +166,21 @@ def _already_accepted(control_id: str) -> bool:
 
 
 def _store(header: Header, outcome: _Outcome, text: str, *, visit_number: str) -> None:
-    row = IntakeMessage.objects.create(
+    row = record_intake_message(
         source=IntakeSource.HL7,
-        control_id=header.control_id[:100],
-        message_type=header.message_type[:20],
+        control_id=header.control_id,
+        message_type=header.message_type,
         visit_number=visit_number,
         outcome=outcome.code,
         error=outcome.reason,
-        # PostgreSQL text cannot hold NUL; garbage that contains one is still worth keeping.
-        raw=text.replace("\x00", "\ufffd"),
+        # Garbage (a NUL, an unreadable byte) is still worth keeping: the trail makes it storable.
+        raw=text,
         discharge=outcome.discharge,
     )
     logger.info(
         "HL7 %s %s → %s (intake message %s, discharge %s)",
-        header.message_type,
-        header.control_id[:40],
+        row.message_type,
+        row.control_id[:40],
         outcome.code,
         row.pk,
         outcome.discharge.pk if outcome.discharge else "-",
@@ -172,7 +190,7 @@ def _store(header: Header, outcome: _Outcome, text: str, *, visit_number: str) -
 def _legible(raw: bytes) -> str:
     """The message as the sender wrote it (separators untouched), decoded as the parser decodes it."""
     try:
-        return decode(raw)
+        return decode(raw, declared_charset(raw))
     except HL7Rejection:
         return raw.decode("utf-8", "replace")
 

@@ -30,10 +30,13 @@ from callbacks.models import (
     SurveySession,
     TaskStatus,
 )
+from callbacks.phones import read_phone
 from callbacks.worklist.selectors import can_work_task, choice_values, script_questions
 from contactcenter import access
+from contactcenter.actions.audit import record_audit
 from contactcenter.api.shapes import staff_name
-from contactcenter.models import Role
+from contactcenter.boundary import clean_text
+from contactcenter.models import AuditAction, IdentityKind, PatientIdentity, Role
 
 logger = logging.getLogger(__name__)
 
@@ -334,3 +337,53 @@ def record_attempt(
         "callback task %s attempt %s by user %s: %s → %s", task.pk, task.attempt_count, nurse.pk, outcome, task.status
     )
     return attempt
+
+
+# --- The phone number the HIS sent -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def correct_phone(
+    *, task: CallbackTask, phone: str, actor: User, via: str = "ui", ip_address: str | None = None
+) -> Discharge:
+    """A nurse checked an unreadable number from the HIS and enters the right one.
+
+    The patient gets the number, the stay's flag clears, and the steps nobody has started yet are planned
+    again, so an SMS survey that became a call may go by SMS after all. Audited as a change to the patient.
+    Raises ValidationError on "phone".
+    """
+    _check_may_work(task, actor)
+    discharge = Discharge.objects.select_for_update(of=("self",)).get(pk=task.discharge_id)
+    text = clean_text(phone if isinstance(phone, str) else "", field="phone", max_length=80, truncate=True).strip()
+    e164 = read_phone(text, discharge.phone_region)
+    if e164 is None:
+        raise ValidationError(
+            {
+                "phone": [
+                    _("“%(value)s” is not a phone number; include the country code, e.g. +1 610 555 0123.")
+                    % {"value": text[:40]}
+                ]
+            }
+        )
+    owner = PatientIdentity.objects.filter(kind=IdentityKind.PHONE, value=e164).values_list("patient_id", flat=True)
+    owner_id = owner.first()
+    if owner_id is not None and owner_id != task.patient_id:
+        raise ValidationError({"phone": [_("This number is on another patient's record.")]})
+    if owner_id is None:
+        PatientIdentity.objects.create(patient_id=task.patient_id, kind=IdentityKind.PHONE, value=e164)
+    if discharge.phone_needs_review:
+        discharge.phone_needs_review = False
+        discharge.save(update_fields=["phone_needs_review", "updated_at"])
+        plans.reschedule_follow_up(discharge)
+    record_audit(
+        actor=actor,
+        action=AuditAction.UPDATE_PATIENT,
+        patient_id=task.patient_id,
+        object_type="callback_task",
+        object_id=task.pk,
+        via=via,
+        ip_address=ip_address,
+        detail={"field": "phone"},
+    )
+    logger.info("callback task %s: phone of patient %s corrected by user %s", task.pk, task.patient_id, actor.pk)
+    return discharge

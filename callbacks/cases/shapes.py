@@ -30,7 +30,7 @@ class CaseFilterInput(serializers.Serializer[Any]):
     patient = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
 
     def validate_assignee(self, value: str) -> str:
-        if value != "me" and not (value.isdigit() and 0 < int(value) < 2**31):
+        if value != "me" and not (value.isascii() and value.isdigit() and 0 < int(value) < 2**31):
             raise serializers.ValidationError("Give a staff id or `me`.")
         return value
 

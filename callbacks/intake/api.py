@@ -7,6 +7,7 @@ Every call that gets past authentication is kept as an IntakeMessage with our an
 
 from __future__ import annotations
 
+import codecs
 import hmac
 import json
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,8 +38,10 @@ from callbacks.actions.discharges import (
     update_demographics,
 )
 from callbacks.intake.forms import disposition_from_code, sex_value
-from callbacks.models import CallbackTask, Disposition, IntakeOutcome, IntakeSource
-from contactcenter.identities import normalize_mrn, normalize_phone
+from callbacks.models import UNMAPPED_DEPARTMENT_CODE, CallbackTask, Disposition, IntakeOutcome, IntakeSource
+from callbacks.phones import read_phone, region_for_country
+from contactcenter.boundary import BoundaryError, clean_identifier, clean_json, clean_text, storable
+from contactcenter.identities import normalize_mrn
 
 MAX_BATCH = 500
 # A 500-item batch is ~300 kB; anything far beyond that is a mistake, not a discharge list.
@@ -98,17 +102,46 @@ class HisBearerScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "The HIS_API_TOKEN shared with hospital IT."}
 
 
+class HisJSONParser(JSONParser):
+    """JSON from the HIS. Unlike the staff API's parser, a lone surrogate is not refused for the whole body:
+    the field it is in decides (free text keeps the rest of it, an id is refused naming the field), so one
+    garbled character in a doctor's name does not cost the patient their follow-up."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        encoding = str((parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET)
+        try:
+            # Python's codec registry also holds transforms (rot13, zlib) that would fail as a TypeError.
+            is_text = getattr(codecs.lookup(encoding), "_is_text_encoding", True)
+        except LookupError:
+            is_text = False
+        if not is_text:
+            raise exceptions.ParseError(f"The charset {storable(encoding[:40])!r} is not a text encoding.")
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
+
+
 class HisApiView(APIView):
     authentication_classes = [HisBearerAuthentication]
     permission_classes = [IsHisCaller]
+    parser_classes = [HisJSONParser]
 
     def control_id(self, request: Request) -> str:
         key = request.META.get("HTTP_IDEMPOTENCY_KEY", "").strip()
-        if len(key) > 100 or "\x00" in key:
+        try:
+            return clean_identifier(key, field="Idempotency-Key", max_length=100)
+        except BoundaryError as exc:
             raise serializers.ValidationError(
-                {"Idempotency-Key": ["The Idempotency-Key can be at most 100 characters."]}
-            )
-        return key
+                {"Idempotency-Key": [_("The Idempotency-Key %(problem)s.") % {"problem": exc.message}]}
+            ) from None
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # A caller's values come back in responses (an echoed value in an error, a FHIR resource returned as
+        # stored); a lone surrogate among them would fail to encode as UTF-8 and turn an answer into a 500.
+        if isinstance(response, Response) and response.data is not None:
+            response.data = clean_json(response.data)
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -145,10 +178,42 @@ class OffsetDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+class IdentifierField(serializers.CharField):
+    """An id or code from the HIS: control characters, lone surrogates or more than `max_length` characters
+    cannot be one, so they are refused naming the field (contactcenter.boundary.clean_identifier)."""
+
+    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        self.identifier_max = max_length
+        super().__init__(max_length=max_length, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        text = super().to_internal_value(data)
+        try:
+            return clean_identifier(text, field=self.field_name or "", max_length=self.identifier_max)
+        except BoundaryError as exc:
+            raise serializers.ValidationError(_("This value %(problem)s.") % {"problem": exc.message}) from None
+
+
+class FreeTextField(serializers.CharField):
+    """Text a person wrote (a name, a ward, a doctor): never a reason to refuse a discharge. What PostgreSQL
+    cannot store becomes U+FFFD and text longer than `max_length` is cut, as documented in the schema."""
+
+    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        self.text_max = max_length
+        kwargs.setdefault("help_text", f"Longer than {max_length} characters is cut.")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            # Before the parent's validators, which would refuse NUL and lone surrogates outright.
+            data = clean_text(data, field=self.field_name or "", max_length=self.text_max, truncate=True)
+        return str(super().to_internal_value(data))
+
+
 class DiagnosisInput(serializers.Serializer[Any]):
-    code = serializers.CharField(max_length=20)
-    text = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    system = serializers.CharField(max_length=40, required=False, allow_blank=True, default="I10")
+    code = IdentifierField(max_length=20)
+    text = FreeTextField(max_length=200, required=False, allow_blank=True, default="")
+    system = IdentifierField(max_length=40, required=False, allow_blank=True, default="I10")
 
 
 class SexField(serializers.CharField):
@@ -162,17 +227,34 @@ class SexField(serializers.CharField):
         value = sex_value(text)
         if value is None:
             raise serializers.ValidationError(
-                _("Unknown sex “%(value)s”; use male, female, other or unknown.") % {"value": text[:20]}
+                _("Unknown sex “%(value)s”; use male, female, other or unknown.") % {"value": storable(text[:20])}
             )
         return value
 
 
 class DemographicsInput(serializers.Serializer[Any]):
     mrn = serializers.CharField(max_length=60, help_text="The hospital's medical record number (病案号).")
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    name = FreeTextField(max_length=200, required=False, allow_blank=True, default="")
     birth_date = serializers.DateField(required=False, allow_null=True, default=None)
     sex = SexField()
-    phone = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    phone = FreeTextField(
+        max_length=80,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="As the HIS holds it; read in the country of `country`, else the hospital's.",
+    )
+    country = FreeTextField(
+        max_length=80,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The country of the patient's address (ISO 3166 code or name: US, USA, CN, China): where a "
+        "phone number written without its country code is read.",
+    )
+    # A demographics update is refused when its phone cannot be read; a discharge never is (its phone is
+    # flagged for a nurse to check instead).
+    refuse_unreadable_phone = True
 
     def validate_mrn(self, value: str) -> str:
         try:
@@ -180,37 +262,49 @@ class DemographicsInput(serializers.Serializer[Any]):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None
 
-    def validate_phone(self, value: str) -> str:
-        if value.strip():
-            try:
-                normalize_phone(value)
-            except DjangoValidationError as exc:
-                raise serializers.ValidationError(exc.messages) from None
-        return value
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        phone = attrs.get("phone", "").strip()
+        region = region_for_country(attrs.get("country", ""))
+        if self.refuse_unreadable_phone and phone and read_phone(phone, region) is None:
+            raise serializers.ValidationError(
+                {"phone": [_("“%(value)s” is not a phone number.") % {"value": phone[:40]}]}
+            )
+        return attrs
 
     def demographics(self) -> Demographics:
         data = self.validated_data
         return Demographics(
-            mrn=data["mrn"], name=data["name"], birth_date=data["birth_date"], gender=data["sex"], phone=data["phone"]
+            mrn=data["mrn"],
+            name=data["name"],
+            birth_date=data["birth_date"],
+            gender=data["sex"],
+            phone=data["phone"],
+            phone_region=region_for_country(data["country"]),
         )
 
 
 class DischargeInput(DemographicsInput):
-    visit_number = serializers.CharField(max_length=60, help_text="The HIS visit number; resending it updates.")
-    department_code = serializers.CharField(max_length=40)
-    department_name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
-    ward = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
-    attending_doctor = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
-    primary_nurse = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    """One discharge. Optional fields left out of a resend keep what we have; sent empty, they are cleared."""
+
+    refuse_unreadable_phone = False
+
+    visit_number = IdentifierField(max_length=60, help_text="The HIS visit number; resending it updates.")
+    department_code = IdentifierField(
+        max_length=40, help_text="The HIS's department code; mapped to ours by the admins (unknown codes wait)."
+    )
+    department_name = FreeTextField(max_length=120, required=False, allow_blank=True)
+    ward = FreeTextField(max_length=60, required=False, allow_blank=True)
+    attending_doctor = FreeTextField(max_length=120, required=False, allow_blank=True)
+    primary_nurse = FreeTextField(max_length=120, required=False, allow_blank=True)
     disposition = serializers.ChoiceField(choices=Disposition.choices, required=False)
-    disposition_code = serializers.CharField(
+    disposition_code = IdentifierField(
         max_length=40,
         required=False,
         allow_blank=True,
-        default="",
         help_text="The HIS's own code (e.g. PV1-36 “01”); used when disposition is not given.",
     )
-    admitted_at = OffsetDateTimeField(required=False, allow_null=True, default=None)
+    admitted_at = OffsetDateTimeField(required=False, allow_null=True)
     discharged_at = OffsetDateTimeField()
     diagnoses = DiagnosisInput(many=True, required=False)
 
@@ -220,32 +314,34 @@ class DischargeInput(DemographicsInput):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "disposition" not in attrs:
-            code = attrs.get("disposition_code", "")
+        attrs = super().validate(attrs)
+        if "disposition" not in attrs and "disposition_code" in attrs:
+            code = attrs["disposition_code"]
             attrs["disposition"] = disposition_from_code(code) if code.strip() else Disposition.HOME
         return attrs
 
     def record(self, *, source: str) -> DischargeRecord:
         data = self.validated_data
+        diagnoses = data.get("diagnoses")
         return DischargeRecord(
             visit_number=data["visit_number"],
             demographics=self.demographics(),
             department_code=data["department_code"],
-            department_name=data["department_name"],
+            department_name=data.get("department_name"),
             discharged_at=data["discharged_at"],
-            admitted_at=data["admitted_at"],
+            admitted_at=data.get("admitted_at"),
             source=source,
-            ward=data["ward"],
-            attending_doctor=data["attending_doctor"],
-            primary_nurse=data["primary_nurse"],
-            disposition=data["disposition"],
-            disposition_code=data["disposition_code"],
-            diagnoses=[dict(d) for d in data.get("diagnoses", [])],
+            ward=data.get("ward"),
+            attending_doctor=data.get("attending_doctor"),
+            primary_nurse=data.get("primary_nurse"),
+            disposition=data.get("disposition"),
+            disposition_code=data.get("disposition_code"),
+            diagnoses=None if diagnoses is None else [dict(d) for d in diagnoses],
         )
 
 
 class CancelInput(serializers.Serializer[Any]):
-    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    reason = FreeTextField(max_length=200, required=False, allow_blank=True, default="")
 
 
 def action_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
@@ -265,7 +361,13 @@ def flat_errors(errors: Any) -> str:
 
 
 def raw_json(data: Any) -> str:
+    """The body for the intake trail (record_intake_message makes it storable)."""
     return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def _echo(value: Any) -> str:
+    """A value of the caller's, said back in a response: it must encode as UTF-8 whatever was sent."""
+    return storable(str(value))[:60]
 
 
 # --- Output shapes --------------------------------------------------------------------------------
@@ -284,6 +386,12 @@ class DischargeOutcomeShape(serializers.Serializer[Any]):
     created = serializers.BooleanField()
     changed = serializers.ListField(child=serializers.CharField())
     status = serializers.CharField()
+    department_mapped = serializers.BooleanField(
+        help_text="False: no department here has this code yet; the discharge waits for an admin to map it."
+    )
+    phone_needs_review = serializers.BooleanField(
+        help_text="True: the phone could not be read; the follow-up is by call and a nurse checks the number."
+    )
     tasks = TaskShape(many=True)
 
 
@@ -328,6 +436,8 @@ def outcome_of(result: DischargeResult) -> dict[str, Any]:
         "created": result.created,
         "changed": result.changed,
         "status": discharge.status,
+        "department_mapped": discharge.department.code != UNMAPPED_DEPARTMENT_CODE,
+        "phone_needs_review": discharge.phone_needs_review,
         "tasks": TaskShape(tasks, many=True).data,
     }
 
@@ -390,7 +500,7 @@ class DischargeIntakeView(HisApiView):
         return Response(outcome, status=status.HTTP_201_CREATED if outcome["created"] else status.HTTP_200_OK)
 
     def _one(self, data: Any, control_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        visit_number = str(data.get("visit_number", ""))[:60] if isinstance(data, dict) else ""
+        visit_number = _echo(data.get("visit_number", "")) if isinstance(data, dict) else ""
         serializer = DischargeInput(data=data)
         if serializer.is_valid():
             try:
@@ -415,7 +525,7 @@ class DischargeIntakeView(HisApiView):
             message_type="discharge",
             outcome=IntakeOutcome.ERROR,
             control_id=control_id,
-            visit_number=visit_number.replace("\x00", ""),
+            visit_number=visit_number,
             error=flat_errors(errors),
             raw=raw_json(data),
         )
@@ -449,7 +559,7 @@ class DischargeIntakeView(HisApiView):
                     {
                         "index": index,
                         "status": "rejected",
-                        "visit_number": str(visit_number)[:60],
+                        "visit_number": _echo(visit_number),
                         "errors": errors,
                     }
                 )
@@ -485,7 +595,12 @@ class DischargeCancelView(HisApiView):
         control_id = self.control_id(request)
         serializer = CancelInput(data=request.data if isinstance(request.data, dict) else {})
         serializer.is_valid(raise_exception=True)
-        visit_number = visit_number.replace("\x00", "")
+        try:
+            visit_number = clean_identifier(visit_number.strip(), field="visit_number", max_length=60, required=True)
+        except BoundaryError as exc:
+            raise serializers.ValidationError(
+                {"visit_number": [_("This value %(problem)s.") % {"problem": exc.message}]}
+            ) from None
         discharge = cancel_discharge(visit_number=visit_number, reason=serializer.validated_data["reason"])
         if discharge is None:
             message = _("No discharge with visit number “%(number)s” is known here.") % {"number": visit_number[:60]}

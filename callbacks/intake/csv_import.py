@@ -3,6 +3,10 @@
 Each row goes through record_discharge on its own, so one bad row never costs the others; a visit number
 seen twice in one file is imported once and the repeat reported. Files come as UTF-8 (with or without a
 BOM) or, from Excel on Chinese Windows, as GB18030.
+
+An empty cell is "not given": uploading a corrected file with fewer columns filled updates what it has and
+leaves the rest. Ids and codes with control characters or longer than we store reject their row with the
+reason; free text is kept (cut to its column). A phone number that cannot be read never rejects a row.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from django.db import DataError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from callbacks.actions.discharges import Demographics, DischargeRecord, record_discharge, record_intake_message
+from callbacks.actions.discharges import (
+    DEPARTMENT_NAME_MAX,
+    PERSON_MAX,
+    PHONE_AS_SENT_MAX,
+    WARD_MAX,
+    Demographics,
+    DischargeRecord,
+    record_discharge,
+    record_intake_message,
+)
 from callbacks.intake.forms import (
     MAX_ROWS,
     MAX_UPLOAD_BYTES,
@@ -28,6 +41,8 @@ from callbacks.intake.forms import (
     unreadable_time_message,
 )
 from callbacks.models import IntakeOutcome, IntakeSource
+from callbacks.phones import region_for_country
+from contactcenter.boundary import BoundaryError, clean_identifier, clean_text
 from contactcenter.spreadsheets import FORMULA_STARTS, UnreadableUpload, decode_upload, safe_cell, sniff_delimiter
 
 logger = logging.getLogger(__name__)
@@ -39,6 +54,7 @@ COLUMNS = (
     "sex",
     "birth_date",
     "phone",
+    "country",
     "department_code",
     "department_name",
     "ward",
@@ -63,6 +79,8 @@ HEADER_ALIASES = {
     "电话": "phone",
     "联系电话": "phone",
     "手机号": "phone",
+    "国家": "country",
+    "国家或地区": "country",
     "科室": "department_name",
     "科室代码": "department_code",
     "科室编码": "department_code",
@@ -84,6 +102,7 @@ FIELD_LABELS = {
     "gender": gettext_lazy("Sex"),
     "birth_date": gettext_lazy("Birth date"),
     "phone": gettext_lazy("Phone"),
+    "country": gettext_lazy("Country"),
     "department": gettext_lazy("Department"),
     "department_code": gettext_lazy("Department"),
     "ward": gettext_lazy("Ward"),
@@ -120,9 +139,22 @@ class ImportReport:
     encoding: str = "utf-8"
 
 
+# A NUL byte marks a binary (or UTF-16) file, which is refused whole; a few in a text file are an HIS export's
+# padding in one cell, which should cost that cell (or its row), not the file.
+_STRAY_NUL_SHARE = 0.01
+# Stands in for NUL while the text is decoded: a single byte in both UTF-8 and GB18030 that text never holds.
+_NUL_STAND_IN = b"\x1a"
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """The text and the encoding it was in. Refuses what is not a text file at all."""
+    stray_nuls = 0 < data.count(b"\x00") <= len(data) * _STRAY_NUL_SHARE and _NUL_STAND_IN not in data
     try:
+        if stray_nuls:
+            # Each cell is cleaned as it is read (_clean): a NUL in a name becomes U+FFFD, in an id it
+            # rejects the row with the reason.
+            text, encoding = decode_upload(data.replace(b"\x00", _NUL_STAND_IN))
+            return text.replace(_NUL_STAND_IN.decode(), "\x00"), encoding
         return decode_upload(data)
     except UnreadableUpload as exc:
         raise ImportRefused(str(exc)) from None
@@ -162,8 +194,50 @@ def _sentence(name: str, messages: list[str]) -> str:
     return f"{label}: {' '.join(str(m) for m in messages)}"
 
 
+# Ids and codes of a row, with the most we store of each.
+_IDENTIFIERS = {"visit_number": 60, "mrn": 60, "department_code": 40, "disposition": 40}
+# Free text of a row, cut to its column.
+_FREE_TEXT = {
+    "name": 200,
+    "phone": PHONE_AS_SENT_MAX,
+    "country": 80,
+    "department_name": DEPARTMENT_NAME_MAX,
+    "ward": WARD_MAX,
+    "attending_doctor": PERSON_MAX,
+    "primary_nurse": PERSON_MAX,
+}
+
+
+def _clean(values: dict[str, str], errors: dict[str, list[str]]) -> dict[str, str]:
+    """The row's cells made safe to store: free text cleaned and cut, bad ids and codes reported."""
+    cleaned = dict(values)
+    for name, limit in _FREE_TEXT.items():
+        if name in cleaned:
+            cleaned[name] = clean_text(cleaned[name], field=name, max_length=limit, truncate=True)
+    for name, limit in _IDENTIFIERS.items():
+        if name not in cleaned:
+            continue
+        try:
+            cleaned[name] = clean_identifier(cleaned[name], field=name, max_length=limit)
+        except BoundaryError as exc:
+            errors[name] = [_("This value %(problem)s.") % {"problem": exc.message}]
+            cleaned[name] = ""
+    return cleaned
+
+
+def _given(values: dict[str, str], name: str) -> str | None:
+    """A cell's value, or None when the column is missing or the cell empty: not given, left as it was."""
+    return values.get(name) or None
+
+
 def _record(values: dict[str, str], errors: dict[str, list[str]]) -> DischargeRecord | None:
     """The row as a DischargeRecord, or None with errors filled in for what cannot be read."""
+    values = _clean(values, errors)
+    department_code = values.get("department_code") or values.get("department_name", "")
+    if not department_code and "department_code" not in errors:
+        errors["department_code"] = [_("The department is required.")]
+    elif len(department_code) > 40:
+        errors["department_code"] = [_("The department code can be at most 40 characters.")]
     discharged_at = loose_datetime(values.get("discharged_at", ""))
     if discharged_at is None:
         text = values.get("discharged_at", "")
@@ -192,7 +266,9 @@ def _record(values: dict[str, str], errors: dict[str, list[str]]) -> DischargeRe
             % {"value": values.get("disposition", "")[:20]}
         ]
     codes = [c.strip() for c in values.get("diagnosis_codes", "").replace("；", ";").split(";") if c.strip()]
-    if any(len(code) > 20 for code in codes):
+    try:
+        codes = [clean_identifier(code, field="diagnosis_codes", max_length=20) for code in codes]
+    except BoundaryError:
         errors["diagnosis_codes"] = [_("Separate diagnosis codes with semicolons, e.g. I21.4;E11.9.")]
     if errors:
         return None
@@ -205,18 +281,19 @@ def _record(values: dict[str, str], errors: dict[str, list[str]]) -> DischargeRe
             birth_date=birth_date,
             gender=sex,
             phone=values.get("phone", ""),
+            phone_region=region_for_country(values.get("country", "")),
         ),
-        department_code=values.get("department_code") or values.get("department_name", ""),
-        department_name=values.get("department_name", "")[:120],
+        department_code=department_code,
+        department_name=_given(values, "department_name"),
         discharged_at=discharged_at,
         admitted_at=admitted_at,
         source=IntakeSource.CSV,
-        ward=values.get("ward", ""),
-        attending_doctor=values.get("attending_doctor", ""),
-        primary_nurse=values.get("primary_nurse", ""),
-        disposition=disposition,
-        disposition_code=values.get("disposition", "")[:40],
-        diagnoses=[{"code": code, "text": "", "system": "I10"} for code in codes],
+        ward=_given(values, "ward"),
+        attending_doctor=_given(values, "attending_doctor"),
+        primary_nurse=_given(values, "primary_nurse"),
+        disposition=disposition if values.get("disposition") else None,
+        disposition_code=_given(values, "disposition"),
+        diagnoses=[{"code": code, "text": "", "system": "I10"} for code in codes] or None,
     )
 
 

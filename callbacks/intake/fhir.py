@@ -3,6 +3,12 @@
 We read the few elements a discharge needs and keep it simple: the patient is a `contained` Patient
 referenced by subject.reference "#id", or just subject.identifier (the MRN); diagnoses are contained
 Conditions. Errors are answered as OperationOutcome, the way FHIR clients expect to read them.
+
+An element the Encounter leaves out is not sent: an Encounter for a visit the REST API already reported
+updates what it carries and leaves the rest (diagnoses, ward, disposition) as it was. serviceType is
+optional in R4: without it the discharge waits, unmapped, for its department. Identifiers and codes that
+cannot be valid (control characters, lone surrogates, longer than we store) are refused with a 400
+OperationOutcome naming the element; free text is kept, made storable, and cut to its column.
 """
 
 from __future__ import annotations
@@ -16,20 +22,25 @@ from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from callbacks.actions.discharges import (
+    DEPARTMENT_NAME_MAX,
+    PERSON_MAX,
+    PHONE_AS_SENT_MAX,
+    WARD_MAX,
     Demographics,
     DischargeRecord,
     cancel_discharge,
     record_discharge,
     record_intake_message,
 )
-from callbacks.intake.api import HisApiView, raw_json
+from callbacks.intake.api import HisApiView, HisJSONParser, raw_json
 from callbacks.models import Discharge, DischargeStatus, Disposition, IntakeOutcome, IntakeSource
+from callbacks.phones import region_for_country
+from contactcenter.boundary import BoundaryError, clean_identifier, clean_text, storable
 from contactcenter.models import Gender
 
 # http://hl7.org/fhir/R4/valueset-encounter-discharge-disposition.html
@@ -70,6 +81,8 @@ class Issue:
     code: str  # FHIR IssueType: invalid, required, structure, business-rule, not-found, ...
     diagnostics: str
     expression: str = ""
+    # A value that cannot be stored at all (a malformed request, 400) rather than one we cannot use (422).
+    malformed: bool = False
 
 
 class EncounterProblem(Exception):
@@ -106,6 +119,20 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _free(value: Any, max_length: int) -> str:
+    """Free text (a name, a ward, a display): kept, made storable, cut to its column."""
+    return clean_text(_text(value), field="", max_length=max_length, truncate=True)
+
+
+def _ident(value: Any, expression: str, max_length: int, issues: list[Issue]) -> str:
+    """An identifier or code, or "" with an issue naming the element when it cannot be one."""
+    try:
+        return clean_identifier(_text(value), field=expression, max_length=max_length)
+    except BoundaryError as exc:
+        issues.append(Issue("invalid", f"{expression} {exc.message}.", expression, malformed=True))
+        return ""
+
+
 def _first_coding(concept: Any) -> dict[str, Any]:
     codings = _list(_obj(concept).get("coding"))
     return _obj(codings[0]) if codings else {}
@@ -135,7 +162,8 @@ def _fhir_time(value: Any, expression: str, issues: list[Issue], *, required: bo
         issues.append(
             Issue(
                 "invalid",
-                f"{expression} “{text[:40]}” must be a dateTime with time and offset, e.g. 2026-11-20T14:30:00+08:00.",
+                f"{expression} “{storable(text[:40])}” must be a dateTime with time and offset, "
+                "e.g. 2026-11-20T14:30:00+08:00.",
                 expression,
             )
         )
@@ -144,10 +172,15 @@ def _fhir_time(value: Any, expression: str, issues: list[Issue], *, required: bo
 
 
 def _visit_number(encounter: dict[str, Any]) -> str:
+    """The visit number as sent (unchecked: `_checked_visit_number` refuses what cannot be one)."""
     identifiers = [_obj(i) for i in _list(encounter.get("identifier"))]
     official = [i for i in identifiers if i.get("use") == "official" and _text(i.get("value"))]
     chosen = official or [i for i in identifiers if _text(i.get("value"))]
     return _text(chosen[0].get("value")) if chosen else ""
+
+
+def _checked_visit_number(encounter: dict[str, Any], issues: list[Issue]) -> str:
+    return _ident(_visit_number(encounter), "Encounter.identifier", 60, issues)
 
 
 def _patient_name(patient: dict[str, Any]) -> str:
@@ -168,7 +201,19 @@ def _patient_name(patient: dict[str, Any]) -> str:
 def _patient_phone(patient: dict[str, Any]) -> str:
     phones = [_obj(t) for t in _list(patient.get("telecom")) if _obj(t).get("system") in ("phone", "sms")]
     phones.sort(key=lambda t: t.get("use") != "mobile")
-    return _text(phones[0].get("value")) if phones else ""
+    return _free(phones[0].get("value"), PHONE_AS_SENT_MAX) if phones else ""
+
+
+def _patient_region(patient: dict[str, Any]) -> str:
+    """ISO 3166 alpha-2 of the patient's address country (the home address first): where a phone number
+    written without its country code is read."""
+    addresses = [_obj(a) for a in _list(patient.get("address"))]
+    addresses.sort(key=lambda a: a.get("use") != "home")
+    for address in addresses:
+        region = region_for_country(_free(address.get("country"), 80))
+        if region:
+            return region
+    return ""
 
 
 def _patient_mrn(patient: dict[str, Any]) -> str:
@@ -183,8 +228,10 @@ def _patient_mrn(patient: dict[str, Any]) -> str:
 def _demographics(encounter: dict[str, Any], issues: list[Issue]) -> Demographics:
     subject = _obj(encounter.get("subject"))
     patient = _contained(encounter, _text(subject.get("reference")), "Patient") or {}
-    mrn = _text(_obj(subject.get("identifier")).get("value")) or _patient_mrn(patient)
-    if not mrn:
+    mrn = _ident(
+        _text(_obj(subject.get("identifier")).get("value")) or _patient_mrn(patient), "Encounter.subject", 60, issues
+    )
+    if not mrn and not any(issue.expression == "Encounter.subject" for issue in issues):
         issues.append(
             Issue(
                 "required",
@@ -195,7 +242,9 @@ def _demographics(encounter: dict[str, Any], issues: list[Issue]) -> Demographic
         )
     gender = _text(patient.get("gender"))
     if gender and gender not in Gender.values:
-        issues.append(Issue("invalid", f"Patient.gender “{gender[:20]}” is not a FHIR gender.", "Patient.gender"))
+        issues.append(
+            Issue("invalid", f"Patient.gender “{storable(gender[:20])}” is not a FHIR gender.", "Patient.gender")
+        )
         gender = ""
     birth_date = None
     if _text(patient.get("birthDate")):
@@ -207,76 +256,97 @@ def _demographics(encounter: dict[str, Any], issues: list[Issue]) -> Demographic
             issues.append(Issue("invalid", "Patient.birthDate must be a date such as 1960-05-01.", "Patient.birthDate"))
     return Demographics(
         mrn=mrn,
-        name=_patient_name(patient) or _text(subject.get("display")),
+        name=_free(_patient_name(patient) or _text(subject.get("display")), 200),
         birth_date=birth_date,
         gender=gender,
         phone=_patient_phone(patient),
+        phone_region=_patient_region(patient),
     )
 
 
-def _diagnoses(encounter: dict[str, Any]) -> list[dict[str, str]]:
+def _diagnoses(encounter: dict[str, Any], issues: list[Issue]) -> list[dict[str, str]] | None:
+    """Coded diagnoses of contained Conditions; None when the Encounter carries none we can read (a
+    Condition referenced by id on the HIS's server, or no diagnosis at all): that leaves ours alone."""
     diagnoses = []
     for entry in _list(encounter.get("diagnosis")):
         condition = _obj(_obj(entry).get("condition"))
         resource = _contained(encounter, _text(condition.get("reference")), "Condition")
         coding = _first_coding(resource.get("code")) if resource else {}
-        code = _text(coding.get("code"))
+        code = _ident(coding.get("code"), "Condition.code", 20, issues)
         if not code:
             continue
-        system = _text(coding.get("system"))
+        # Any URI is a valid system; we keep ICD-10's short name or the first 40 characters.
+        system = _ident(coding.get("system"), "Condition.code", 200, issues)
         diagnoses.append(
             {
-                "code": code[:20],
-                "text": (_text(coding.get("display")) or _text(_obj(resource and resource.get("code")).get("text")))[
-                    :200
-                ],
+                "code": code,
+                "text": _free(
+                    _text(coding.get("display")) or _text(_obj(resource and resource.get("code")).get("text")), 200
+                ),
                 "system": _ICD10_SYSTEMS.get(system, system[:40]),
             }
         )
-    return diagnoses
+    return diagnoses or None
 
 
-def _attending(encounter: dict[str, Any]) -> str:
+def _attending(encounter: dict[str, Any]) -> str | None:
+    """The ATND participant's name; None when the Encounter names no attending (ours is kept)."""
     for participant in _list(encounter.get("participant")):
         participant = _obj(participant)
         codes = {
             _text(_obj(c).get("code")) for t in _list(participant.get("type")) for c in _list(_obj(t).get("coding"))
         }
         if "ATND" in codes:
-            return _text(_obj(participant.get("individual")).get("display"))
-    return ""
+            return _free(_obj(participant.get("individual")).get("display"), PERSON_MAX)
+    return None
 
 
-def _department(encounter: dict[str, Any]) -> tuple[str, str]:
+def _ward(encounter: dict[str, Any]) -> str | None:
+    for location in _list(encounter.get("location")):
+        display = _free(_obj(_obj(location).get("location")).get("display"), WARD_MAX)
+        if display:
+            return display
+    return None
+
+
+def _department(encounter: dict[str, Any], issues: list[Issue]) -> tuple[str | None, str, str]:
+    """(code, system, name) of serviceType, else serviceProvider; code None when neither is sent."""
     service = _obj(encounter.get("serviceType"))
     coding = _first_coding(service)
-    code = _text(coding.get("code"))
-    name = _text(coding.get("display")) or _text(service.get("text"))
+    code = _ident(coding.get("code"), "Encounter.serviceType", 40, issues)
+    system = _ident(coding.get("system"), "Encounter.serviceType", 200, issues) if code else ""
+    name = _free(_text(coding.get("display")) or _text(service.get("text")), DEPARTMENT_NAME_MAX)
     if not code:
         provider = _obj(encounter.get("serviceProvider"))
-        code = _text(_obj(provider.get("identifier")).get("value")) or _text(provider.get("display"))
-        name = name or _text(provider.get("display"))
-    return code, name
+        code = _ident(
+            _text(_obj(provider.get("identifier")).get("value")) or _text(provider.get("display")),
+            "Encounter.serviceProvider",
+            40,
+            issues,
+        )
+        name = name or _free(provider.get("display"), DEPARTMENT_NAME_MAX)
+    return code or None, system, name
 
 
 def discharge_record(encounter: dict[str, Any]) -> DischargeRecord:
     """The discharge a finished Encounter describes; EncounterProblem lists everything wrong at once."""
     issues: list[Issue] = []
-    visit_number = _visit_number(encounter)
-    if not visit_number:
+    visit_number = _checked_visit_number(encounter, issues)
+    if not visit_number and not issues:
         issues.append(Issue("required", "An identifier with the visit number is required.", "Encounter.identifier"))
     demographics = _demographics(encounter, issues)
     period = _obj(encounter.get("period"))
     discharged_at = _fhir_time(period.get("end"), "Encounter.period.end", issues, required=True)
     admitted_at = _fhir_time(period.get("start"), "Encounter.period.start", issues, required=False)
-    department_code, department_name = _department(encounter)
-    if not department_code:
-        issues.append(
-            Issue("required", "The department is required: serviceType.coding[0].code.", "Encounter.serviceType")
-        )
+    department_code, department_system, department_name = _department(encounter, issues)
     hospitalization = _obj(encounter.get("hospitalization"))
-    disposition_code = _text(_first_coding(hospitalization.get("dischargeDisposition")).get("code"))
-    disposition = Disposition.HOME
+    disposition_code: str | None = _ident(
+        _first_coding(hospitalization.get("dischargeDisposition")).get("code"),
+        "Encounter.hospitalization.dischargeDisposition",
+        40,
+        issues,
+    )
+    disposition: str | None = None
     if disposition_code:
         if disposition_code not in DISCHARGE_DISPOSITIONS:
             issues.append(
@@ -289,30 +359,36 @@ def discharge_record(encounter: dict[str, Any]) -> DischargeRecord:
             )
         else:
             disposition = DISCHARGE_DISPOSITIONS[disposition_code]
+    else:
+        disposition_code = None
+    diagnoses = _diagnoses(encounter, issues)
     if issues:
-        raise EncounterProblem(issues)
+        malformed = any(issue.malformed for issue in issues)
+        raise EncounterProblem(
+            issues, status.HTTP_400_BAD_REQUEST if malformed else status.HTTP_422_UNPROCESSABLE_ENTITY
+        )
     assert discharged_at is not None
-    locations = _list(encounter.get("location"))
     return DischargeRecord(
         visit_number=visit_number,
         demographics=demographics,
         department_code=department_code,
+        department_system=department_system,
         department_name=department_name,
         discharged_at=discharged_at,
         admitted_at=admitted_at,
         source=IntakeSource.FHIR,
-        ward=_text(_obj(_obj(locations[0]).get("location")).get("display")) if locations else "",
+        ward=_ward(encounter),
         attending_doctor=_attending(encounter),
         disposition=disposition,
         disposition_code=disposition_code,
-        diagnoses=_diagnoses(encounter),
+        diagnoses=diagnoses,
     )
 
 
 # --- The endpoint ---------------------------------------------------------------------------------
 
 
-class FhirJSONParser(JSONParser):
+class FhirJSONParser(HisJSONParser):
     media_type = "application/fhir+json"
 
 
@@ -322,7 +398,7 @@ class FhirJSONRenderer(JSONRenderer):
 
 
 class FhirView(HisApiView):
-    parser_classes = [FhirJSONParser, JSONParser]
+    parser_classes = [FhirJSONParser, HisJSONParser]
     renderer_classes = [FhirJSONRenderer, JSONRenderer]
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -366,7 +442,7 @@ class EncounterView(FhirView):
                 message_type="Encounter",
                 outcome=IntakeOutcome.ERROR,
                 control_id=control_id,
-                visit_number=_visit_number(encounter)[:60] if isinstance(encounter, dict) else "",
+                visit_number=_visit_number(encounter) if isinstance(encounter, dict) else "",
                 error=str(problem),
                 raw=raw_json(encounter),
             )
@@ -379,11 +455,6 @@ class EncounterView(FhirView):
                 [Issue("structure", "The body must be one FHIR R4 resource with resourceType “Encounter”.")],
                 status.HTTP_400_BAD_REQUEST,
             )
-        if _has_nul(encounter):
-            # PostgreSQL text cannot hold U+0000; no HIS sends it on purpose.
-            raise EncounterProblem(
-                [Issue("invalid", "The resource contains a null character (U+0000).")], status.HTTP_400_BAD_REQUEST
-            )
         state = _text(encounter.get("status"))
         if state in CANCEL_STATUSES:
             return self._cancel(encounter, state, control_id)
@@ -392,7 +463,7 @@ class EncounterView(FhirView):
                 [
                     Issue(
                         "business-rule",
-                        f"Encounter.status is “{state[:30]}”; only a finished encounter is a discharge "
+                        f"Encounter.status is “{storable(state[:30])}”; only a finished encounter is a discharge "
                         "(cancelled or entered-in-error cancel one).",
                         "Encounter.status",
                     )
@@ -429,7 +500,10 @@ class EncounterView(FhirView):
         )
 
     def _cancel(self, encounter: dict[str, Any], state: str, control_id: str) -> Response:
-        visit_number = _visit_number(encounter)
+        issues: list[Issue] = []
+        visit_number = _checked_visit_number(encounter, issues)
+        if issues:
+            raise EncounterProblem(issues, status.HTTP_400_BAD_REQUEST)
         if not visit_number:
             raise EncounterProblem(
                 [Issue("required", "An identifier with the visit number is required.", "Encounter.identifier")]
@@ -488,16 +562,6 @@ class EncounterReadView(FhirView):
                 },
             }
         )
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def _flat(detail: Any) -> str:

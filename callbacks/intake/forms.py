@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -15,8 +16,9 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from callbacks.intake.selectors import mappable_departments
 from callbacks.models import Disposition
-from contactcenter.models import Gender
+from contactcenter.models import Gender, Team
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 20_000
@@ -153,3 +155,19 @@ class DischargeUploadForm(forms.Form):
                 % {"size": f"{upload.size / 1024 / 1024:.1f}", "limit": MAX_UPLOAD_BYTES // 1024 // 1024}
             )
         return upload
+
+
+class DepartmentCodeForm(forms.Form):
+    """Map one HIS department code (listed as unmapped on the discharges page) to a department."""
+
+    system = forms.CharField(max_length=200, required=False, widget=forms.HiddenInput)
+    code = forms.CharField(max_length=40, widget=forms.HiddenInput)
+    department = forms.ModelChoiceField(
+        queryset=Team.objects.none(), label=gettext_lazy("Department"), empty_label=gettext_lazy("Choose…")
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["department"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = mappable_departments()

@@ -16,8 +16,10 @@ import hl7
 from django.conf import settings
 from django.utils import timezone
 
-from callbacks.actions.discharges import Demographics, DischargeRecord
+from callbacks.actions.discharges import PERSON_MAX, PHONE_AS_SENT_MAX, WARD_MAX, Demographics, DischargeRecord
 from callbacks.models import Disposition, IntakeSource
+from callbacks.phones import region_for_country, xtn_text
+from contactcenter.boundary import BoundaryError, clean_identifier, clean_text
 from contactcenter.models import Gender
 
 # HL7 table 0357 (message error condition codes), for ERR-3.
@@ -37,6 +39,15 @@ _ERROR_TEXT = {
 
 # MSA-3 is ST(80) in v2.5: longer reasons are cut rather than break a strict receiver.
 _REASON_LIMIT = 80
+# Our columns: IntakeMessage.control_id, Discharge.visit_number, the department and diagnosis codes.
+CONTROL_ID_MAX = 100
+VISIT_NUMBER_MAX = 60
+DEPARTMENT_CODE_MAX = 40
+DISPOSITION_CODE_MAX = 40
+DIAGNOSIS_CODE_MAX = 20
+DIAGNOSIS_SYSTEM_MAX = 40
+DIAGNOSIS_TEXT_MAX = 200
+NAME_MAX = 200
 
 DISCHARGE_EVENTS = frozenset({"A03"})
 DEMOGRAPHICS_EVENTS = frozenset({"A08"})
@@ -64,17 +75,23 @@ def _invalid(location: str, what: str, value: str) -> HL7Rejection:
 
 @dataclass(frozen=True)
 class Header:
-    """What MSH says about the message; enough to acknowledge it even when the rest is unusable."""
+    """What MSH says about the message; enough to acknowledge it even when the rest is unusable.
+
+    Applications and facilities are HL7 HD values kept whole, component by component ("LAB", "1.2.3",
+    "ISO"): the ACK must name the sender exactly as it named itself, or its engine cannot match it.
+    """
 
     control_id: str = ""
     message_code: str = ""
     trigger_event: str = ""
-    sending_application: str = ""
-    sending_facility: str = ""
-    receiving_application: str = ""
-    receiving_facility: str = ""
+    sending_application: tuple[str, ...] = ()
+    sending_facility: tuple[str, ...] = ()
+    receiving_application: tuple[str, ...] = ()
+    receiving_facility: tuple[str, ...] = ()
     processing_id: str = ""
     version: str = ""
+    # MSH-18 as sent (its first repetition): the character set of the message, and of our ACK.
+    charset: str = ""
 
     @property
     def message_type(self) -> str:
@@ -114,21 +131,103 @@ Intake = DischargeIntake | DemographicsIntake | CancelIntake
 # ---------------------------------------------------------------------------------------------------
 
 
-def decode(raw: bytes) -> str:
-    """UTF-8 (what HL7 v2.8 recommends and what we ask every HIS for), else GB18030.
+# HL7 table 0211 (alternate character sets) → Python codecs, keyed without spaces, dashes or slashes.
+# UTF-16/32 are left out on purpose: their bytes collide with MLLP's framing; such a message is read as if
+# it declared nothing. GB2312 and GBK are not in the table but Chinese HIS write them; GB18030 reads both.
+_CHARSETS = {
+    "ASCII": "ascii",
+    "USASCII": "ascii",
+    **{f"8859{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},
+    "UNICODE": "utf-8",
+    "UNICODEUTF8": "utf-8",
+    "UTF8": "utf-8",
+    "GB180302000": "gb18030",
+    "GB18030": "gb18030",
+    "GBK": "gb18030",
+    "GB2312": "gb18030",
+    "BIG5": "big5",
+    "KSX1001": "euc_kr",
+    "ISOIR87": "iso2022_jp",
+}
+# ASCII stand-ins for the punctuation our reasons use; any other character an ACK's charset cannot hold
+# becomes "?". An ASCII ACK is readable whatever character set the sender really reads.
+_ASCII_STAND_INS = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u3000": " ",
+        "\uff1a": ":",
+        "\uff0c": ",",
+        "\u3002": ".",
+    }
+)
+
+
+def codec_for(charset: str) -> str | None:
+    """The Python codec for an MSH-18 value, or None when it is empty or one we do not read."""
+    key = "".join(ch for ch in charset.upper() if ch not in " -_/")
+    return _CHARSETS.get(key)
+
+
+def declared_charset(raw: bytes | str) -> str:
+    """MSH-18 of a message not yet decoded (its first repetition and component), "" when absent.
+
+    MSH is ASCII in every character set we read, so its bytes can be split before choosing the codec.
+    """
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    text = text.removeprefix("\xef\xbb\xbf").lstrip("\ufeff")
+    first = re.split("[\r\n]", text, maxsplit=1)[0]
+    if not first.startswith("MSH") or len(first) < 8:
+        return ""
+    separator, component, repetition = first[3], first[4], first[5]
+    fields = first.split(separator)
+    # fields[1] is MSH-2 (MSH-1 is the separator itself), so MSH-n is fields[n - 1].
+    if len(fields) < 18:
+        return ""
+    return fields[17].split(repetition)[0].split(component)[0].strip()[:40]
+
+
+def decode(raw: bytes, charset: str = "") -> str:
+    """The character set MSH-18 declares, else UTF-8 (what HL7 v2.8 recommends), else GB18030.
 
     Older Chinese HIS (and their interface engines) still send the national GB18030/GBK code page and
     rarely fill MSH-18 to say so; a GBK name is almost never valid UTF-8, so trying UTF-8 first cannot
-    misread a UTF-8 message, and the fallback keeps 张伟 from becoming mojibake.
+    misread a UTF-8 message, and the fallback keeps 张伟 from becoming mojibake. A message that is not
+    what it declares (engines that stamp "UNICODE UTF-8" on GBK text exist) gets the same fallback.
     """
+    codec = codec_for(charset)
+    for candidate in dict.fromkeys(c for c in (codec, "utf-8", "gb18030") if c):
+        try:
+            return raw.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    raise HL7Rejection("AE", "message is neither UTF-8 nor GB18030 text")
+
+
+def encode_ack(text: str, charset: str) -> bytes:
+    """The ACK in the character set the sender declared in MSH-18; ASCII when it declared none we read."""
+    codec = codec_for(charset) or "ascii"
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
+        return text.encode(codec)
+    except UnicodeEncodeError:
         pass
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError:
-        raise HL7Rejection("AE", "message is neither UTF-8 nor GB18030 text") from None
+    fitted = []
+    for char in text:
+        try:
+            char.encode(codec)
+        except UnicodeEncodeError:
+            char = char.translate(_ASCII_STAND_INS)
+            if not char.isascii():
+                char = "?"
+        fitted.append(char)
+    return "".join(fitted).encode(codec)
 
 
 def normalize_segments(text: str) -> str:
@@ -143,7 +242,7 @@ def normalize_segments(text: str) -> str:
 
 def parse_message(raw: bytes | str) -> hl7.Message:
     """The message, or HL7Rejection(AE) when it is not one HL7 v2 message."""
-    text = normalize_segments(decode(raw) if isinstance(raw, bytes) else raw)
+    text = normalize_segments(decode(raw, declared_charset(raw)) if isinstance(raw, bytes) else raw)
     if not text.startswith("MSH") or len(text) < 8:
         raise HL7Rejection("AE", "not an HL7 v2 message: MSH segment missing", error_code=SEGMENT_SEQUENCE_ERROR)
     try:
@@ -165,19 +264,31 @@ def read_header(message: hl7.Message) -> Header:
         control_id=_value(msh, 10),
         message_code=_value(msh, 9).upper(),
         trigger_event=trigger.upper(),
-        sending_application=_value(msh, 3),
-        sending_facility=_value(msh, 4),
-        receiving_application=_value(msh, 5),
-        receiving_facility=_value(msh, 6),
+        sending_application=_hd(msh, 3),
+        sending_facility=_hd(msh, 4),
+        receiving_application=_hd(msh, 5),
+        receiving_facility=_hd(msh, 6),
         processing_id=_value(msh, 11),
         version=_value(msh, 12),
+        charset=_value(msh, 18),
     )
+
+
+def check_header(header: Header) -> None:
+    """Refuse (AE) a message whose MSH-10 cannot be a control id: no resend could ever be matched to it."""
+    try:
+        clean_identifier(header.control_id, field="MSH-10", max_length=CONTROL_ID_MAX)
+    except BoundaryError as exc:
+        raise HL7Rejection("AE", f"MSH-10 message control id {exc.message}", location="MSH-10") from None
 
 
 def salvage_header(raw: bytes | str) -> Header:
     """The header of a message that failed to parse, if its MSH line is readable; else an empty one."""
     try:
-        text = normalize_segments(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+        if isinstance(raw, bytes):
+            codec = codec_for(declared_charset(raw)) or "utf-8"
+            raw = raw.decode(codec, "replace")
+        text = normalize_segments(raw)
         first = text.split("\r", 1)[0]
         if not first.startswith("MSH") or len(first) < 8:
             return Header()
@@ -207,7 +318,7 @@ def interpret(message: hl7.Message, header: Header | None = None) -> Intake:
         raise HL7Rejection("AE", "PID segment is required", location="PID", error_code=SEGMENT_SEQUENCE_ERROR)
     if event in CANCEL_EVENTS:
         pv1 = _require_segment(message, "PV1")
-        visit_number = _value(pv1, 19)
+        visit_number = _identifier(pv1, 19, "PV1-19", "visit number", VISIT_NUMBER_MAX)
         if not visit_number:
             raise _missing("PV1-19", "visit number")
         return CancelIntake(
@@ -222,11 +333,11 @@ def interpret(message: hl7.Message, header: Header | None = None) -> Intake:
 
 def visit_number_of(message: hl7.Message) -> str:
     """PV1-19 as sent, for the trail of a message we could not take (best effort, never raises)."""
-    return _value(_segment(message, "PV1"), 19)[:60]
+    return clean_text(_value(_segment(message, "PV1"), 19), field="PV1-19", max_length=60, truncate=True)
 
 
 def read_demographics(pid: hl7.Segment) -> Demographics:
-    mrn = _mrn(pid)
+    mrn = _checked("PID-3", "patient identifier", _mrn(pid), 60)
     if not mrn:
         raise _missing("PID-3", "patient identifier (MRN)")
     birth = _value(pid, 7)
@@ -235,17 +346,21 @@ def read_demographics(pid: hl7.Segment) -> Demographics:
         birth_date = _date(birth[:8])
         if birth_date is None:
             raise _invalid("PID-7", "birth date", birth)
+    name = person_name(_value(pid, 5, 1), _value(pid, 5, 2), _value(pid, 5, 3))
     return Demographics(
         mrn=mrn,
-        name=person_name(_value(pid, 5, 1), _value(pid, 5, 2), _value(pid, 5, 3)),
+        name=clean_text(name, field="PID-5", max_length=NAME_MAX, truncate=True),
         birth_date=birth_date,
         gender=_GENDERS.get(_value(pid, 8).upper()[:1], "") if _value(pid, 8) else "",
-        phone=_phone(pid),
+        phone=clean_text(_phone(pid), field="PID-13", max_length=PHONE_AS_SENT_MAX, truncate=True),
+        phone_region=_address_region(pid),
     )
 
 
 def read_discharge(message: hl7.Message, pv1: hl7.Segment, demographics: Demographics) -> DischargeRecord:
-    visit_number = _value(pv1, 19)
+    """The discharge an A03 describes. Optional fields left empty are None ("not sent": a resend keeps what
+    we have); the HL7 null "" is a value that clears them."""
+    visit_number = _identifier(pv1, 19, "PV1-19", "visit number", VISIT_NUMBER_MAX)
     if not visit_number:
         raise _missing("PV1-19", "visit number")
     discharged_raw = _value(pv1, 45)
@@ -253,10 +368,13 @@ def read_discharge(message: hl7.Message, pv1: hl7.Segment, demographics: Demogra
         raise _missing("PV1-45", "discharge date/time")
     discharged_at = parse_timestamp(discharged_raw, "PV1-45")
     admitted_raw = _value(pv1, 44)
-    department = _value(pv1, 10)
+    department = _identifier(pv1, 10, "PV1-10", "hospital service", DEPARTMENT_CODE_MAX)
     if not department:
         raise _missing("PV1-10", "hospital service")
-    code = _value(pv1, 36)
+    code = _optional(pv1, 36)
+    if code is not None:
+        code = _checked("PV1-36", "discharge disposition", code, DISPOSITION_CODE_MAX)
+    ward = _optional(pv1, 3)
     return DischargeRecord(
         visit_number=visit_number,
         demographics=demographics,
@@ -264,9 +382,9 @@ def read_discharge(message: hl7.Message, pv1: hl7.Segment, demographics: Demogra
         discharged_at=discharged_at,
         admitted_at=parse_timestamp(admitted_raw, "PV1-44") if admitted_raw else None,
         source=IntakeSource.HL7,
-        ward=_value(pv1, 3, 1),
+        ward=None if ward is None else clean_text(ward, field="PV1-3", max_length=WARD_MAX, truncate=True),
         attending_doctor=_doctor(pv1),
-        disposition=disposition_for(code),
+        disposition=None if code is None else disposition_for(code),
         disposition_code=code,
         diagnoses=_diagnoses(message),
     )
@@ -363,32 +481,77 @@ def _mrn(pid: hl7.Segment) -> str:
     return first
 
 
+# XTN-2 use codes and XTN-3 equipment types that are not a number to call or text.
+_NOT_A_PHONE_USE = {"NET", "X.400"}
+_NOT_A_PHONE_EQUIPMENT = {"INTERNET", "X.400", "FX"}
+
+
 def _phone(pid: hl7.Segment) -> str:
-    """First PID-13 repetition: XTN-1, or XTN-12 (unformatted) when v2.5 senders leave XTN-1 empty."""
-    number = _value(pid, 13, 1) or _value(pid, 13, 12)
-    if not number and _value(pid, 13, 7):
-        # Structured form: country ^ area ^ local number (XTN-5/6/7).
-        country = _value(pid, 13, 5)
-        number = ("+" + country if country else "") + _value(pid, 13, 6) + _value(pid, 13, 7)
-    return number
+    """The patient's number from PID-13, as a person would write it; "" if none.
+
+    Each repetition is an XTN: the structured parts (XTN-5 country code, XTN-6 area code, XTN-7 local
+    number, XTN-8 extension) when sent, else XTN-12 (unformatted) or the older free-form XTN-1. A mobile
+    (XTN-3 "CP") wins over the first number; e-mail addresses and faxes are skipped.
+    """
+    numbers: list[tuple[bool, str]] = []
+    for repetition in range(1, max(_repetitions(pid, 13), 1) + 1):
+        use = _value(pid, 13, 2, repetition).upper()
+        equipment = _value(pid, 13, 3, repetition).upper()
+        if use in _NOT_A_PHONE_USE or equipment in _NOT_A_PHONE_EQUIPMENT:
+            continue
+        text = xtn_text(
+            country=_value(pid, 13, 5, repetition),
+            area=_value(pid, 13, 6, repetition),
+            local=_value(pid, 13, 7, repetition),
+            extension=_value(pid, 13, 8, repetition),
+            free_form=_value(pid, 13, 12, repetition) or _value(pid, 13, 1, repetition),
+        )
+        if text:
+            numbers.append((equipment == "CP", text))
+    mobile = [text for is_mobile, text in numbers if is_mobile]
+    return (mobile or [text for _mobile, text in numbers] or [""])[0]
 
 
-def _doctor(pv1: hl7.Segment) -> str:
-    """PV1-7 XCN (id^family^given^middle…): the name as staff see it; the id when no name is sent."""
-    name = person_name(_value(pv1, 7, 2), _value(pv1, 7, 3), _value(pv1, 7, 4))
-    return name or _value(pv1, 7, 1)
+def _address_region(pid: hl7.Segment) -> str:
+    """ISO 3166 alpha-2 of the patient's address country (PID-11 XAD-6; the home address first)."""
+    countries = []
+    for repetition in range(1, max(_repetitions(pid, 11), 1) + 1):
+        country = _value(pid, 11, 6, repetition)
+        if country:
+            countries.append((_value(pid, 11, 7, repetition).upper() != "H", country))
+    for _not_home, country in sorted(countries, key=lambda c: c[0]):
+        region = region_for_country(country)
+        if region:
+            return region
+    return ""
 
 
-def _diagnoses(message: hl7.Message) -> list[dict[str, str]]:
+def _doctor(pv1: hl7.Segment) -> str | None:
+    """PV1-7 XCN (id^family^given^middle…): the name as staff see it; the id when no name is sent.
+
+    None when PV1-7 is empty (not sent); "" for the HL7 null.
+    """
+    sent = _optional(pv1, 7)
+    if not sent:
+        return sent
+    name = person_name(_value(pv1, 7, 2), _value(pv1, 7, 3), _value(pv1, 7, 4)) or _value(pv1, 7, 1)
+    return clean_text(name, field="PV1-7", max_length=PERSON_MAX, truncate=True)
+
+
+def _diagnoses(message: hl7.Message) -> list[dict[str, str]] | None:
+    """DG1 codes, or None when the message carries none (a resend without DG1 keeps the ones we have)."""
     diagnoses = []
     for dg1 in _segments(message, "DG1"):
-        code = _value(dg1, 3, 1)
+        code = _checked("DG1-3", "diagnosis code", _value(dg1, 3, 1), DIAGNOSIS_CODE_MAX)
         if not code:
             continue
         # DG1-4 is the pre-v2.5 place for the description.
-        text = _value(dg1, 3, 2) or _value(dg1, 4)
-        diagnoses.append({"code": code, "text": text, "system": _value(dg1, 3, 3)})
-    return diagnoses
+        text = clean_text(
+            _value(dg1, 3, 2) or _value(dg1, 4), field="DG1-4", max_length=DIAGNOSIS_TEXT_MAX, truncate=True
+        )
+        system = _checked("DG1-3", "coding system", _value(dg1, 3, 3), DIAGNOSIS_SYSTEM_MAX)
+        diagnoses.append({"code": code, "text": text, "system": system})
+    return diagnoses or None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -430,6 +593,40 @@ def _value(segment: hl7.Segment | None, field: int, component: int = 1, repetiti
     return "" if value == '""' else value
 
 
+def _optional(segment: hl7.Segment | None, field: int, component: int = 1) -> str | None:
+    """A component that may be left out: None when empty (not sent), "" for the HL7 null `""` (clear it)."""
+    if segment is None:
+        return None
+    try:
+        value = str(segment.extract_field(1, field, 1, component, 1)).strip()
+    except (IndexError, TypeError):
+        return None
+    if value == '""':
+        return ""
+    return value or None
+
+
+def _hd(segment: hl7.Segment, field: int) -> tuple[str, ...]:
+    """An HD field's components (namespace id, universal id, its type), trailing empty ones dropped."""
+    parts = [_value(segment, field, component) for component in (1, 2, 3)]
+    while parts and not parts[-1]:
+        parts.pop()
+    return tuple(parts)
+
+
+def _checked(location: str, what: str, value: str, max_length: int) -> str:
+    """An id or code from the message, or AE naming the field: PostgreSQL stores neither control
+    characters nor a value longer than its column, and no HIS id legitimately holds them."""
+    try:
+        return clean_identifier(value, field=location, max_length=max_length)
+    except BoundaryError as exc:
+        raise HL7Rejection("AE", f"{location} {what} {exc.message}", location=location) from None
+
+
+def _identifier(segment: hl7.Segment, field: int, location: str, what: str, max_length: int) -> str:
+    return _checked(location, what, _value(segment, field), max_length)
+
+
 # ---------------------------------------------------------------------------------------------------
 # ACK
 # ---------------------------------------------------------------------------------------------------
@@ -437,42 +634,54 @@ def _value(segment: hl7.Segment | None, field: int, component: int = 1, repetiti
 _ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "~": "\\R\\", "^": "\\S\\", "&": "\\T\\"}
 
 
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
 def _escaped(text: str) -> str:
-    """HL7 escape sequences (2.10.4) for the delimiters in free text; line breaks become spaces.
+    """HL7 escape sequences (2.10.4) for the delimiters in free text; line breaks and other control
+    characters become spaces.
 
     Not the library's escape(): it also rewrites every non-ASCII character as a \\X..\\ code point,
-    which receivers decode as bytes; our ACKs are UTF-8 and Chinese text stays as it is.
+    which receivers decode as bytes; the ACK is encoded in the sender's own character set (encode_ack).
     """
-    text = text.replace("\r", " ").replace("\n", " ")
+    text = _CONTROL_CHARACTERS.sub(" ", text)
     return "".join(_ESCAPES.get(char, char) for char in text)
+
+
+def _escaped_hd(parts: tuple[str, ...]) -> str:
+    return "^".join(_escaped(part) for part in parts)
 
 
 def build_ack(header: Header, code: str, reason: str = "", *, location: str = "", error_code: str = "") -> str:
     """The original-mode ACK for `header`'s message: MSH with sender and receiver swapped, MSA, and an ERR
-    segment naming the field when we refuse."""
+    segment naming the field when we refuse. Encode it with encode_ack(ack, header.charset)."""
     # The library's create_ack reads MSH-9's components, so it gets a clean header-only message to work
     # from; that also lets a message that failed to parse (or had no MSH-9 components) still be answered.
     source = hl7.parse(
         "MSH|^~\\&|{}|{}|{}|{}|||{}^{}|{}|{}|{}".format(
+            _escaped_hd(header.sending_application),
+            _escaped_hd(header.sending_facility),
+            _escaped_hd(header.receiving_application),
+            _escaped_hd(header.receiving_facility),
             *(
                 _escaped(part)
                 for part in (
-                    header.sending_application,
-                    header.sending_facility,
-                    header.receiving_application,
-                    header.receiving_facility,
                     header.message_code or "ADT",
                     header.trigger_event,
                     header.control_id,
                     header.processing_id or "P",
                     header.version or "2.5",
                 )
-            )
+            ),
         )
     )
     ack = source.create_ack(code)
     # create_ack stamps MSH-7 in UTC without an offset; receivers read an offset-less TS as their local time.
     ack.assign_field(timezone.localtime().strftime("%Y%m%d%H%M%S%z"), "MSH", 1, 7)
+    if codec_for(header.charset):
+        # The ACK is in the sender's character set (encode_ack) and says so; with none declared it is ASCII,
+        # HL7's default, which needs no MSH-18.
+        ack.assign_field(_escaped(header.charset), "MSH", 1, 18)
     if reason:
         ack.assign_field(_escaped(reason[:_REASON_LIMIT]), "MSA", 1, 3)
     if code != "AA":

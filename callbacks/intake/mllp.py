@@ -247,10 +247,11 @@ def _accept_in_worker(payload: bytes) -> bytes:
 
 
 def _refuse_oversized(item: Oversized) -> bytes:
-    from callbacks.intake.hl7 import build_ack, salvage_header
+    from callbacks.intake.hl7 import build_ack, encode_ack, salvage_header
 
     reason = f"message of {item.size} bytes exceeds the {MAX_FRAME_BYTES} byte limit"
-    return build_ack(salvage_header(item.head), "AE", reason).encode("utf-8")
+    header = salvage_header(item.head)
+    return encode_ack(build_ack(header, "AE", reason), header.charset)
 
 
 def intake_server(

@@ -1,4 +1,5 @@
 from callbacks.models.calendar import CalendarDay
+from callbacks.models.departments import UNMAPPED_DEPARTMENT_CODE, DepartmentCodeMapping
 from callbacks.models.discharges import (
     Discharge,
     DischargeStatus,
@@ -38,6 +39,7 @@ from callbacks.models.surveys import (
 __all__ = [
     "OPEN_STATUSES",
     "RETRYABLE_OUTCOMES",
+    "UNMAPPED_DEPARTMENT_CODE",
     "Accountability",
     "CalendarDay",
     "CallAttempt",
@@ -48,6 +50,7 @@ __all__ = [
     "CaseEvent",
     "CaseSource",
     "CaseStatus",
+    "DepartmentCodeMapping",
     "Discharge",
     "DischargeStatus",
     "Disposition",

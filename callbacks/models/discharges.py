@@ -52,6 +52,18 @@ class Discharge(models.Model):
     status = models.CharField(max_length=10, choices=DischargeStatus.choices, default=DischargeStatus.ACTIVE)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     cancel_reason = models.CharField(max_length=200, blank=True)
+    # The department as the HIS named it (PV1-10, FHIR serviceType, the REST/CSV department_code). A code
+    # nobody has mapped yet files the discharge under the "unmapped" department; mapping it later re-routes
+    # the discharge (callbacks.departments), so the code is kept here.
+    his_department_code = models.CharField(max_length=40, blank=True)
+    his_department_system = models.CharField(max_length=200, blank=True)
+    his_department_name = models.CharField(max_length=120, blank=True)
+    # The phone as the HIS wrote it, and the country of the patient's address it was read in. A number we
+    # cannot read never refuses the discharge: its follow-up is planned as calls and the worklist asks a
+    # nurse to check the number (phone_needs_review) until someone corrects it.
+    phone_as_sent = models.CharField(max_length=80, blank=True)
+    phone_region = models.CharField(max_length=2, blank=True)
+    phone_needs_review = models.BooleanField(default=False)
     received_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -21,6 +21,9 @@ class TaskStatus(models.TextChoices):
     UNREACHABLE = "unreachable", _("Unreachable")  # attempts exhausted
     CANCELLED = "cancelled", _("Cancelled")
     EXCLUDED = "excluded", _("Excluded")  # e.g. no survey to the deceased
+    # The contact deadline passed before anyone could contact the patient (a late or back-filled discharge,
+    # a dispatcher that was down): nothing is sent, and plan_note says why.
+    EXPIRED = "expired", _("Expired")
 
 
 OPEN_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.OPEN, TaskStatus.IN_PROGRESS)

@@ -124,6 +124,8 @@ class CompletionRow:
     due: int
     contacted: int
     within_deadline: int
+    # Discharges with a call or survey that expired unsent: its contact deadline passed before it could start.
+    expired: int = 0
 
     @property
     def rate(self) -> float | None:
@@ -257,7 +259,8 @@ def completion_rates(
 ) -> list[CompletionRow]:
     """Per department (and bucket): discharges due, discharges contacted, and contacted by the first deadline.
 
-    Contact means a nurse call completed with the patient reached, or an SMS survey completed. A
+    Contact means a nurse call completed with the patient reached, or an SMS survey completed; expired
+    counts discharges with a step whose contact deadline passed before it could start (nothing sent). A
     discharge counts as due once one of its tasks (not excluded or cancelled) has come due by `as_of`,
     so discharges from yesterday whose first call is tomorrow do not drag the rate down.
     """
@@ -267,6 +270,7 @@ def completion_rates(
     )
     completed_surveys = SurveySession.objects.filter(discharge=OuterRef("pk"), status=SessionStatus.COMPLETED)
     contacted = Q(Exists(reached_calls)) | Q(Exists(completed_surveys))
+    expired = Q(Exists(CallbackTask.objects.filter(discharge=OuterRef("pk"), status=TaskStatus.EXPIRED)))
     # min(first call, first survey) <= deadline  ⇔  either one is; NULLs (no such contact) compare false.
     within = Q(Exists(reached_calls.filter(completed_at__lte=OuterRef("first_deadline_at")))) | Q(
         Exists(completed_surveys.filter(closed_at__lte=OuterRef("first_deadline_at")))
@@ -282,6 +286,7 @@ def completion_rates(
             "n_due": Count("pk"),
             "n_contacted": Count("pk", filter=contacted),
             "n_within": Count("pk", filter=within),
+            "n_expired": Count("pk", filter=expired),
         },
     )
     return [
@@ -291,6 +296,7 @@ def completion_rates(
             due=row["n_due"],
             contacted=row["n_contacted"],
             within_deadline=row["n_within"],
+            expired=row["n_expired"],
         )
         for row in rows
     ]

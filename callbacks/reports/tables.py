@@ -62,6 +62,7 @@ def build_report(filters: ReportFilters) -> Report:
         due=sum(r.due for r in completion),
         contacted=sum(r.contacted for r in completion),
         within_deadline=sum(r.within_deadline for r in completion),
+        expired=sum(r.expired for r in completion),
     )
     question = filters.question or None
     satisfaction = selectors.satisfaction(dimension=filters.dimension, question_key=question, **common)
@@ -90,6 +91,7 @@ def page_data(report: Report, filters: ReportFilters) -> dict[str, Any]:
                 "rate": r.rate,
                 "within": r.within_deadline,
                 "within_rate": r.within_deadline_rate,
+                "expired": r.expired,
             }
             for r in report.completion
         ],
@@ -99,6 +101,7 @@ def page_data(report: Report, filters: ReportFilters) -> dict[str, Any]:
             "rate": total.rate,
             "within": total.within_deadline,
             "within_rate": total.within_deadline_rate,
+            "expired": total.expired,
         },
         "satisfaction": [
             {
@@ -182,6 +185,7 @@ def _completion_csv(filters: ReportFilters) -> CsvTable:
         _("Completion rate %"),
         _("Contacted within deadline"),
         _("Within-deadline rate %"),
+        _("Expired unsent"),
     ]
     return CsvTable(
         header,
@@ -194,6 +198,7 @@ def _completion_csv(filters: ReportFilters) -> CsvTable:
                 r.rate,
                 r.within_deadline,
                 r.within_deadline_rate,
+                r.expired,
             ]
             for r in rows
         ],

@@ -3,6 +3,8 @@
 - start_survey: the dispatcher calls it for a due SMS-survey task; intro and first question go as one SMS.
 - handle_reply: an inbound hook (contactcenter.inbound_hooks), offered every newly stored inbound message.
   The message itself always stays in the inbox conversation; this only adds the survey's effects.
+- claims_reply: a reply claim, asked before a keyword-like reply ("N", "YES") changes consent: a reply
+  the current question reads as its answer is that answer.
 - run_due_sessions: the periodic due-work job; one reminder, then the session closes as no response.
 
 Every SMS goes through send_outbound (written queued, delivered after commit) as a service message.
@@ -220,6 +222,27 @@ def start_survey(task: CallbackTask, *, now: dt.datetime | None = None) -> Surve
 # --- replies ---------------------------------------------------------------------------------------------
 
 
+def claims_reply(*, message: Message, conversation: Conversation, patient: Patient) -> bool:
+    """Whether the patient's live survey in this inbox takes this message as the answer to its question.
+
+    Asked by the consent registry only for a reply that reads as a keyword. A yes/no, rating or NPS question
+    claims what its parser understands ("N", "YES", "ｙｅｓ"); "STOP" or "退订" is no answer to any of them
+    and stays an opt-out. A free-text question claims nothing: "STOP" to "anything we could do better?"
+    is the patient leaving, not a comment.
+    """
+    session = (
+        SurveySession.objects.filter(patient=patient, inbox_id=conversation.inbox_id, status=SessionStatus.ACTIVE)
+        .only("survey_id", "current_position")
+        .first()
+    )
+    if session is None:
+        return False
+    question = SurveyQuestion.objects.filter(survey_id=session.survey_id, position=session.current_position).first()
+    if question is None or question.kind == QuestionKind.FREE_TEXT:
+        return False
+    return parse_answer(question.kind, message.body).understood
+
+
 def handle_reply(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
     """Offer a newly stored inbound message to the patient's active survey in that inbox, if any.
 
@@ -361,9 +384,12 @@ def run_due_sessions(*, now: dt.datetime | None = None, limit: int = 500) -> int
             "next_action_at", "id"
         )
         due = skip_locked(due)
-        sessions = list(due.select_related("survey", "inbox", "patient", "conversation")[:limit])
+        sessions = list(due.select_related("survey", "inbox", "patient", "conversation", "task")[:limit])
         for session in sessions:
-            if session.reminder_sent_at is None:
+            # No reminder after the task's contact deadline (a dispatcher that was down for weeks must not
+            # text a stale survey question): the session closes unanswered instead.
+            late = session.task is not None and session.task.deadline_at <= now
+            if session.reminder_sent_at is None and not late:
                 _remind(session, now)
             else:
                 _close(session, status=SessionStatus.NO_RESPONSE, outcome=OUTCOME_NO_RESPONSE, now=now)

@@ -18,7 +18,7 @@ from callbacks.actions import worklist as actions
 from callbacks.models import CallbackTask, CallOutcome
 from callbacks.worklist import selectors, shapes
 from contactcenter import access
-from contactcenter.actions.audit import record_audit
+from contactcenter.actions.audit import audit_list_read, audit_read
 from contactcenter.api.common import client_ip, staff_of, valid_input, via_of
 from contactcenter.api.shapes import TeamSerializer
 from contactcenter.models import AuditAction, Team
@@ -74,8 +74,16 @@ class TaskListView(generics.GenericAPIView[CallbackTask]):
         f = valid_input(WorklistFilterInput, request.query_params)
         now = timezone.now()
         qs = selectors.worklist(user=request.user, view=f["view"], department_id=f.get("department"), now=now)
-        page = self.paginate_queryset(qs)
-        return self.get_paginated_response([shapes.task_row(t, now=now) for t in page or []])
+        page = self.paginate_queryset(qs) or []
+        # Rows name the patients and their departments: one audit entry for the page, naming what it showed.
+        audit_list_read(
+            request,
+            action=AuditAction.LIST_FOLLOWUP_TASKS,
+            object_type="callback_task",
+            rows=[(t.pk, t.patient_id) for t in page],
+            detail={"view": f["view"]},
+        )
+        return self.get_paginated_response([shapes.task_row(t, now=now) for t in page])
 
 
 class TaskCountsView(APIView):
@@ -108,14 +116,12 @@ class TaskDetailView(APIView):
         """The task with its discharge, call script, attempts and patient summary. Audited as a patient read."""
         task = _task(request, task_id)
         data = shapes.task_detail(task, user=request.user, now=timezone.now())
-        record_audit(
-            actor=request.user,
+        audit_read(
+            request,
             action=AuditAction.VIEW_PATIENT,
             patient_id=task.patient_id,
             object_type="callback_task",
             object_id=task.pk,
-            via=via_of(request),
-            ip_address=client_ip(request),
             detail={"diagnoses": data["discharge"]["diagnoses_visible"]},
         )
         return Response(data)
@@ -175,3 +181,21 @@ class TaskAttemptView(APIView):
         return Response(
             {"attempt": shapes.attempt_data(attempt), "task": _row(request, task_id)}, status=status.HTTP_201_CREATED
         )
+
+
+class TaskPhoneInput(serializers.Serializer[Any]):
+    phone = serializers.CharField(max_length=80, help_text="The number to call, with its country code if abroad.")
+
+
+class TaskPhoneView(APIView):
+    permission_classes = [WorklistStaff]
+
+    @extend_schema(request=TaskPhoneInput, responses=shapes.TaskRowShape, operation_id="followup_task_phone")
+    def post(self, request: Request, task_id: int) -> Response:
+        """Correct the patient's phone when the hospital system's number could not be read (audited)."""
+        task = _task(request, task_id)
+        data = valid_input(TaskPhoneInput, request.data)
+        actions.correct_phone(
+            task=task, phone=data["phone"], actor=staff_of(request), via=via_of(request), ip_address=client_ip(request)
+        )
+        return Response(shapes.task_row(selectors.task_after_change(task_id), now=timezone.now()))

@@ -12,5 +12,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("tasks/<int:task_id>/release/", api.TaskReleaseView.as_view(), name="api-followup-task-release"),
     path("tasks/<int:task_id>/assign/", api.TaskAssignView.as_view(), name="api-followup-task-assign"),
     path("tasks/<int:task_id>/attempts/", api.TaskAttemptView.as_view(), name="api-followup-task-attempts"),
+    path("tasks/<int:task_id>/phone/", api.TaskPhoneView.as_view(), name="api-followup-task-phone"),
     path("departments/", api.DepartmentListView.as_view(), name="api-followup-departments"),
 ]

@@ -17,7 +17,8 @@ from contactcenter.models import IdentityKind, PatientIdentity, Role
 WORKLIST_ROLES = frozenset({Role.NURSE, Role.SUPERVISOR, Role.ADMIN})
 VIEWS = ("due", "overdue", "mine", "upcoming", "escalated", "done")
 ACTIVE = (TaskStatus.OPEN, TaskStatus.IN_PROGRESS)
-DONE = (TaskStatus.COMPLETED, TaskStatus.UNREACHABLE, TaskStatus.CANCELLED)
+# Expired: never started, its contact deadline passed (plan_note says why); listed with the finished ones.
+DONE = (TaskStatus.COMPLETED, TaskStatus.UNREACHABLE, TaskStatus.CANCELLED, TaskStatus.EXPIRED)
 # A deadline further out than this is shown as a date, not a count of business days.
 _MAX_COUNTED_DAYS = 90
 
@@ -73,7 +74,8 @@ def view_filter(view: str, *, user: Any, now: dt.datetime) -> Q:
 
 
 def _with_related(qs: QuerySet[CallbackTask]) -> QuerySet[CallbackTask]:
-    phones = PatientIdentity.objects.filter(kind=IdentityKind.PHONE).order_by("id")
+    # Newest first: the number a nurse corrected, or the HIS sent last, is the one to call (as surveys do).
+    phones = PatientIdentity.objects.filter(kind=IdentityKind.PHONE).order_by("-id")
     return qs.select_related("patient", "department", "discharge", "step", "assignee__agent_profile").prefetch_related(
         Prefetch("patient__identities", queryset=phones, to_attr="phone_identities")
     )
@@ -110,6 +112,12 @@ def task_for(*, user: Any, task_id: int) -> CallbackTask | None:
     )
 
 
+def task_after_change(task_id: int) -> CallbackTask:
+    """A task the caller just changed, with what its row shows, whatever it became (a corrected phone can
+    turn a call back into an SMS survey, which the worklist no longer lists)."""
+    return _with_related(CallbackTask.objects.all()).get(pk=task_id)
+
+
 def script_questions(task: CallbackTask) -> list[dict[str, Any]]:
     """The step's call-script questions; a task without a script (or a malformed one) asks nothing."""
     step = task.step
@@ -137,7 +145,7 @@ def choice_values(question: dict[str, Any]) -> list[str]:
 def phone_of(task: CallbackTask) -> str:
     phones = getattr(task.patient, "phone_identities", None)
     if phones is None:
-        phones = list(task.patient.identities.filter(kind=IdentityKind.PHONE).order_by("id"))
+        phones = list(task.patient.identities.filter(kind=IdentityKind.PHONE).order_by("-id"))
     return phones[0].value if phones else ""
 
 

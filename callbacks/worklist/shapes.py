@@ -35,6 +35,8 @@ def task_row(task: CallbackTask, *, now: dt.datetime) -> dict[str, Any]:
             "name": task.patient.name,
             "phone_masked": selectors.mask_phone(selectors.phone_of(task)),
         },
+        # The HIS sent a number nobody could read for this stay: a nurse checks it (task_detail has it).
+        "phone_needs_review": task.discharge.phone_needs_review,
         "department": _team(task.department),
         "discharge": {
             "id": task.discharge_id,
@@ -122,6 +124,8 @@ def task_detail(task: CallbackTask, *, user: Any, now: dt.datetime) -> dict[str,
                 "primary_nurse": discharge.primary_nurse,
                 "discharged_at": discharge.discharged_at,
                 "disposition": discharge.disposition,
+                "his_department_code": discharge.his_department_code,
+                "phone_as_sent": discharge.phone_as_sent,
                 "diagnoses_visible": show_diagnoses,
                 "diagnoses": (
                     [{"code": str(d.get("code", "")), "text": str(d.get("text", ""))} for d in discharge.diagnoses]
@@ -176,6 +180,9 @@ class TaskRowShape(serializers.Serializer[Any]):
     patient = TaskPatientRefShape()
     department = TeamSerializer()
     discharge = TaskDischargeRefShape()
+    phone_needs_review = serializers.BooleanField(
+        help_text="The hospital system's phone number for this stay could not be read; check and correct it."
+    )
     step = TaskStepShape(allow_null=True)
     due_at = serializers.DateTimeField()
     deadline_at = serializers.DateTimeField(help_text="The contact deadline.")
@@ -216,6 +223,8 @@ class TaskDischargeShape(serializers.Serializer[Any]):
     primary_nurse = serializers.CharField()
     discharged_at = serializers.DateTimeField()
     disposition = serializers.CharField()
+    his_department_code = serializers.CharField(help_text="The department code as the hospital system sent it.")
+    phone_as_sent = serializers.CharField(help_text="The phone number as the hospital system sent it.")
     diagnoses_visible = serializers.BooleanField()
     diagnoses = WorklistDiagnosisShape(many=True, allow_null=True, help_text="Only for nurses of the department.")
 

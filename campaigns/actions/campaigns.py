@@ -12,7 +12,8 @@ so two clicks, two dispatchers or a click racing the dispatcher make one transit
 pause or cancel stops it within one recipient.
 
 Launch snapshots the audience into CampaignRecipient rows in bulk, each with its state decided once
-(pending, or skipped with the reason), and hands the campaign to the sender after commit.
+(pending, or skipped with the reason), and hands the campaign to the sender after commit. A launch with
+nobody left to send to is refused; so is a campaign from a Chinese (+86) number without its 【签名】.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import phonenumbers
@@ -46,16 +47,11 @@ from campaigns.templating import (
     render,
     template_problems,
 )
+from channels_adapters.sms.models import SenderKind as TwilioSenderKind
+from channels_adapters.sms.models import TwilioSender
+from contactcenter.actions.consent import REFUSED_OPTED_OUT, marketing_refusals
 from contactcenter.dispatch import skip_locked
-from contactcenter.models import (
-    ChannelType,
-    Consent,
-    ConsentPurpose,
-    ConsentStatus,
-    IdentityKind,
-    Inbox,
-    PatientIdentity,
-)
+from contactcenter.models import ChannelType, IdentityKind, Inbox, PatientIdentity
 from contactcenter.taskrunner import enqueue
 
 logger = logging.getLogger(__name__)
@@ -66,6 +62,10 @@ SMS_CHANNELS = (ChannelType.SMS, ChannelType.SIMULATOR)
 MAX_MESSAGES_PER_SECOND = 1000
 MAX_CONVERSION_WINDOW_DAYS = 365
 SNAPSHOT_BATCH = 5000
+# How far ahead a campaign may be scheduled: a time years away is a typo, not a plan.
+MAX_SCHEDULE_AHEAD = dt.timedelta(days=365)
+# Mainland China's country code: carriers there refuse marketing SMS without the sender's 【签名】.
+CHINA_PREFIX = "+86"
 RUN_TASK = "campaigns.tasks.run_campaign"
 
 EDITABLE_FIELDS = (
@@ -193,10 +193,31 @@ def lint_errors(campaign: Campaign) -> dict[str, list[str]]:
     return errors
 
 
+def sends_from_china(inbox: Inbox) -> bool:
+    """Whether the inbox sends from a mainland China number (+86), where a 【签名】 is required."""
+    return TwilioSender.objects.filter(
+        inbox=inbox, kind=TwilioSenderKind.NUMBER, value__startswith=CHINA_PREFIX
+    ).exists()
+
+
+def send_errors(campaign: Campaign) -> dict[str, list[str]]:
+    """What stops a saved draft from being scheduled or sent, beyond campaign_errors and the lint."""
+    errors: dict[str, list[str]] = {}
+    if campaign.inbox_id and not clean_signature(campaign.signature or "") and sends_from_china(campaign.inbox):
+        errors["signature"] = [
+            _(
+                "This inbox sends from a Chinese number (+86): carriers there refuse marketing without the "
+                "hospital's 【签名】 signature. Enter it, e.g. 康华医院."
+            )
+        ]
+    return errors
+
+
 def _check_sendable(campaign: Campaign) -> None:
     errors = campaign_errors(campaign)
-    for name, messages in lint_errors(campaign).items():
-        errors.setdefault(name, []).extend(messages)
+    for source in (lint_errors(campaign), {} if errors else send_errors(campaign)):
+        for name, messages in source.items():
+            errors.setdefault(name, []).extend(messages)
     if errors:
         raise ValidationError(errors)
 
@@ -220,7 +241,9 @@ def _apply(campaign: Campaign, values: Mapping[str, Any]) -> None:
     for name, value in values.items():
         setattr(campaign, name, value)
     if isinstance(campaign.signature, str):
-        campaign.signature = clean_signature(campaign.signature) if campaign.signature.strip() else ""
+        cleaned = clean_signature(campaign.signature)
+        # "【】" stays as typed, so campaign_errors refuses it by name rather than it quietly becoming "".
+        campaign.signature = cleaned if cleaned else campaign.signature.strip()
     if isinstance(campaign.name, str):
         campaign.name = campaign.name.strip()
 
@@ -267,6 +290,8 @@ def schedule_campaign(campaign: Campaign, at: dt.datetime, actor: Actor, *, now:
         raise ValidationError({"at": [_("Give the time with its time zone.")]})
     if at <= now:
         raise ValidationError({"at": [_("The time must be in the future; use Send now to send at once.")]})
+    if at > now + MAX_SCHEDULE_AHEAD:
+        raise ValidationError({"at": [_("Choose a time within a year from now.")]})
     _check_sendable(locked)
     locked.status = CampaignStatus.SCHEDULED
     locked.scheduled_at = at
@@ -299,6 +324,7 @@ def launch_campaign(campaign: Campaign, *, now: dt.datetime | None = None) -> in
             return 0
         _check_sendable(locked)
         written = _snapshot(locked)
+        _check_audience(locked, written)
         locked.status = CampaignStatus.RUNNING
         locked.launched_at = now
         locked.scheduled_at = locked.scheduled_at or now
@@ -333,14 +359,6 @@ def _newest_phones(patient_ids: list[int]) -> dict[int, str]:
     return dict(rows)
 
 
-def _opted_out(patient_ids: list[int]) -> set[int]:
-    return set(
-        Consent.objects.filter(
-            patient_id__in=patient_ids, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT
-        ).values_list("patient_id", flat=True)
-    )
-
-
 def _missing_skips(campaign: Campaign, patient_ids: list[int]) -> set[int]:
     """Patients this campaign would skip for a missing value; only read when that can happen at all."""
     used = parse(campaign.body).placeholders & MAY_BE_MISSING
@@ -358,46 +376,79 @@ def _missing_skips(campaign: Campaign, patient_ids: list[int]) -> set[int]:
     }
 
 
-def _snapshot(campaign: Campaign) -> int:
-    """Write one CampaignRecipient per audience member, in batches of SNAPSHOT_BATCH with bulk inserts.
-
-    Call holding the campaign's row lock. The state of each row is decided here, once: opted out of
-    marketing, no valid mobile, a missing value under the skip rule, or pending. Consent is checked again
-    at send time; this snapshot makes the campaign's own numbers honest from the first second.
+def decide_recipients(campaign: Campaign, batch: list[tuple[int, str]]) -> list[CampaignRecipient]:
+    """The unsaved recipient rows for (patient id, time zone) pairs of the audience, each with its state
+    decided: opted out of marketing, no marketing consent under the policy (the consent registry's one
+    answer, marketing_refusals), no valid mobile, a missing value under the skip rule, or pending. Quiet
+    hours are not decided here: they only defer a send. Launch writes these; the estimate counts them.
     """
+    ids = [pid for pid, _tz in batch]
+    phones = _newest_phones(ids)
+    refusals = marketing_refusals(ids)
+    missing = _missing_skips(campaign, ids)
+    rows = []
+    for pid, tz in batch:
+        phone = phones.get(pid, "")
+        refusal = refusals.get(pid)
+        if refusal == REFUSED_OPTED_OUT:
+            state = RecipientState.SKIPPED_OPTED_OUT
+        elif refusal is not None:
+            state = RecipientState.SKIPPED_NO_CONSENT
+        elif not is_valid_mobile(phone):
+            state = RecipientState.SKIPPED_INVALID
+        elif pid in missing:
+            state = RecipientState.SKIPPED_MISSING
+        else:
+            state = RecipientState.PENDING
+        rows.append(CampaignRecipient(campaign=campaign, patient_id=pid, phone=phone, time_zone=tz, state=state))
+    return rows
+
+
+def audience_batches(campaign: Campaign) -> Iterator[list[CampaignRecipient]]:
+    """decide_recipients over the segment's audience now, SNAPSHOT_BATCH patients at a time, in id order."""
     audience = segment_patients(campaign.segment).order_by("pk").values_list("pk", "time_zone")
-    written = 0
     batch: list[tuple[int, str]] = []
-
-    def flush() -> int:
-        ids = [pid for pid, _tz in batch]
-        phones = _newest_phones(ids)
-        opted_out = _opted_out(ids)
-        missing = _missing_skips(campaign, ids)
-        rows = []
-        for pid, tz in batch:
-            phone = phones.get(pid, "")
-            if pid in opted_out:
-                state = RecipientState.SKIPPED_OPTED_OUT
-            elif not is_valid_mobile(phone):
-                state = RecipientState.SKIPPED_INVALID
-            elif pid in missing:
-                state = RecipientState.SKIPPED_MISSING
-            else:
-                state = RecipientState.PENDING
-            rows.append(CampaignRecipient(campaign=campaign, patient_id=pid, phone=phone, time_zone=tz, state=state))
-        # ignore_conflicts: a rules query that yields a patient twice must not fail the launch.
-        CampaignRecipient.objects.bulk_create(rows, batch_size=SNAPSHOT_BATCH, ignore_conflicts=True)
-        return len(rows)
-
     for row in audience.iterator(chunk_size=SNAPSHOT_BATCH):
         batch.append(row)
         if len(batch) >= SNAPSHOT_BATCH:
-            written += flush()
+            yield decide_recipients(campaign, batch)
             batch = []
     if batch:
-        written += flush()
+        yield decide_recipients(campaign, batch)
+
+
+def _snapshot(campaign: Campaign) -> int:
+    """Write one CampaignRecipient per audience member, in batches of SNAPSHOT_BATCH with bulk inserts.
+
+    Call holding the campaign's row lock. The state of each row is decided here, once (decide_recipients).
+    Consent is checked again at send time; this snapshot makes the campaign's own numbers honest from the
+    first second.
+    """
+    written = 0
+    for rows in audience_batches(campaign):
+        # ignore_conflicts: a rules query that yields a patient twice must not fail the launch.
+        CampaignRecipient.objects.bulk_create(rows, batch_size=SNAPSHOT_BATCH, ignore_conflicts=True)
+        written += len(rows)
     return written
+
+
+def _check_audience(campaign: Campaign, written: int) -> None:
+    """Refuse a launch with nobody to send to (the caller's transaction then drops the snapshot)."""
+    if not written:
+        raise ValidationError({"segment": [_("The segment is empty: there is nobody to send this campaign to.")]})
+    if CampaignRecipient.objects.filter(campaign=campaign, state=RecipientState.PENDING).exists():
+        return
+    raise ValidationError(
+        {
+            "segment": [
+                _(
+                    "Nobody in the segment can be sent this campaign (opted out, no marketing consent, no valid "
+                    "mobile or a missing value): %(count)d patients, none left to send to."
+                )
+                % {"count": written}
+            ]
+        }
+    )
 
 
 # --- While sending -----------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ DEFAULT_DAYS = 30
 # A bound on one request's work; two years of daily points is already more than a chart can show.
 MAX_DAYS = 731
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+EARLIEST = dt.date(1900, 1, 1)
+LATEST = dt.date(2999, 12, 31)
 
 
 def may_read_analytics(user: StaffUser | None) -> bool:
@@ -43,9 +45,13 @@ def _date(params: Mapping[str, str], name: str, default: dt.date) -> dt.date:
     if not _ISO_DATE.fullmatch(raw):
         raise FilterError(name, _("Dates must be written as YYYY-MM-DD, e.g. 2025-03-31."))
     try:
-        return dt.date.fromisoformat(raw)
+        value = dt.date.fromisoformat(raw)
     except ValueError:
         raise FilterError(name, _("%(value)s is not a date on the calendar.") % {"value": raw}) from None
+    # The period is widened by days and time zones on its way to SQL; near year 1 or 9999 that overflows.
+    if not (EARLIEST <= value <= LATEST):
+        raise FilterError(name, _("Choose a date between 1900 and 2999."))
+    return value
 
 
 def parse_period(params: Mapping[str, str], *, today: dt.date | None = None) -> Period:

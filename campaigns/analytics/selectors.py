@@ -6,7 +6,7 @@ What the numbers mean (the page and the CSV say the same):
   the provider rejected outright is a failure that was sent). Every rate is a share of sent, except
   the funnel, which also shows each step as a share of the recipients.
 - delivered: the provider reported delivery. failed: it reported (or answered) a failure; grouped by
-  error code with a readable reason. skipped: never sent, by reason (opted out, invalid, missing
+  error code with a readable reason. skipped: never sent, by reason (opted out, no consent, invalid, missing
   personalisation).
 - replied / opted out: set by campaigns.replies when the patient answered within the campaign's
   conversion window (an opt-out keyword is an opt-out, not a reply).
@@ -49,12 +49,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from campaigns.models import Campaign, CampaignRecipient, RecipientState, Segment
-from channels_adapters.sms.adapter import describe_error
+from channels_adapters.twilio.errors import describe_error
 from contactcenter.models import Visit
 
 DAY = dt.timedelta(days=1)
 SKIPPED_STATES = (
     RecipientState.SKIPPED_OPTED_OUT,
+    RecipientState.SKIPPED_NO_CONSENT,
     RecipientState.SKIPPED_INVALID,
     RecipientState.SKIPPED_MISSING,
 )

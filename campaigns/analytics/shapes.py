@@ -39,7 +39,9 @@ class AnalyticsTotalsShape(serializers.Serializer[Any]):
     sent = serializers.IntegerField(help_text="Handed to the SMS provider (failures it reported included).")
     delivered = serializers.IntegerField()
     failed = serializers.IntegerField()
-    skipped = serializers.IntegerField(help_text="Opted out, invalid number or missing personalisation.")
+    skipped = serializers.IntegerField(
+        help_text="Opted out, no marketing consent, invalid number or missing personalisation."
+    )
     cancelled = serializers.IntegerField()
     replied = serializers.IntegerField()
     opted_out = serializers.IntegerField()
@@ -61,7 +63,7 @@ class AnalyticsFailureShape(serializers.Serializer[Any]):
 
 
 class AnalyticsSkipShape(serializers.Serializer[Any]):
-    state = serializers.CharField(help_text="skipped_opted_out, skipped_invalid or skipped_missing")
+    state = serializers.CharField(help_text="skipped_opted_out, skipped_no_consent, skipped_invalid or skipped_missing")
     label = serializers.CharField()  # type: ignore[assignment]  # a field, moved out of the class by the metaclass
     count = serializers.IntegerField()
 

@@ -65,6 +65,8 @@ class RecipientState(models.TextChoices):
     DELIVERED = "delivered", _("Delivered")
     FAILED = "failed", _("Failed")
     SKIPPED_OPTED_OUT = "skipped_opted_out", _("Skipped: opted out")
+    # Neither opted in nor covered by settings.MARKETING_CONSENT_POLICY (consent unknown).
+    SKIPPED_NO_CONSENT = "skipped_no_consent", _("Skipped: no marketing consent")
     SKIPPED_INVALID = "skipped_invalid", _("Skipped: invalid number")
     SKIPPED_MISSING = "skipped_missing", _("Skipped: missing personalisation")
     CANCELLED = "cancelled", _("Cancelled")

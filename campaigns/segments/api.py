@@ -22,8 +22,9 @@ from campaigns.segments.catalog import field_catalog
 from campaigns.segments.compiler import patients_matching, segment_patients
 from campaigns.segments.rules import check_references, parse_rules
 from contactcenter import access
+from contactcenter.actions.consent import marketing_permitted
 from contactcenter.api.common import valid_input
-from contactcenter.models import Role
+from contactcenter.models import Patient, Role
 
 SEGMENT_ROLES = frozenset({Role.MARKETER, Role.ADMIN, Role.SUPERVISOR})
 
@@ -51,6 +52,10 @@ class CampaignSegmentShape(serializers.Serializer[Any]):
 
 class CampaignSegmentDetailShape(CampaignSegmentShape):
     count = serializers.IntegerField(help_text="Patients in the segment now (merged records excluded).")
+    marketing_allowed = serializers.IntegerField(
+        help_text="Of those, the patients marketing may go to under the consent policy."
+    )
+    excluded_for_consent = serializers.IntegerField(help_text="count - marketing_allowed: opted out or no consent.")
 
 
 class CampaignSegmentInput(serializers.Serializer[Any]):
@@ -66,6 +71,8 @@ class SegmentPreviewInput(serializers.Serializer[Any]):
 
 class SegmentPreviewShape(serializers.Serializer[Any]):
     count = serializers.IntegerField()
+    marketing_allowed = serializers.IntegerField()
+    excluded_for_consent = serializers.IntegerField()
 
 
 class SegmentMembersInput(serializers.Serializer[Any]):
@@ -133,8 +140,16 @@ def _shape(segment: Segment) -> dict[str, Any]:
     }
 
 
+def consent_counts(patients: QuerySet[Patient]) -> dict[str, int]:
+    """How many patients there are, and how many of them the consent registry lets marketing reach
+    (marketing_permitted, the rule launch and the sender apply)."""
+    count = patients.count()
+    allowed = patients.filter(marketing_permitted()).count()
+    return {"count": count, "marketing_allowed": allowed, "excluded_for_consent": count - allowed}
+
+
 def _detail(segment: Segment) -> dict[str, Any]:
-    return {**_shape(segment), "count": segment_patients(segment).count()}
+    return {**_shape(segment), **consent_counts(segment_patients(segment))}
 
 
 # --- Views -------------------------------------------------------------------------------------------------
@@ -187,11 +202,12 @@ class SegmentPreviewView(APIView):
 
     @extend_schema(request=SegmentPreviewInput, responses=SegmentPreviewShape)
     def post(self, request: Request) -> Response:
-        """How many patients the rules select now: the rule builder's live count. Counts only."""
+        """How many patients the rules select now, and how many of them may be sent marketing under the
+        consent policy: the rule builder's live count. Counts only."""
         data = valid_input(SegmentPreviewInput, request.data)
         tree = parse_rules(data["rules"])
         check_references(tree)
-        return Response({"count": patients_matching(tree.to_json()).count()})
+        return Response(consent_counts(patients_matching(tree.to_json())))
 
 
 class SegmentMembersView(APIView):

@@ -6,7 +6,8 @@ rate). Each chunk has two steps:
 1. Queue, in one transaction: claim the chunk's due recipients (SELECT … FOR UPDATE SKIP LOCKED, so
    concurrent runs take disjoint chunks), re-read the campaign's status (a pause or cancel committed before
    this point stops the chunk), decide each recipient — deferred to its quiet-hours window, skipped
-   (opted out, no phone, missing value, merged into someone already reached), or written as a queued
+   (opted out or no marketing consent as the consent registry answers now, no phone, missing value,
+   merged into someone already reached), or written as a queued
    message through contactcenter.actions.outbound.queue_outbound_batch — and save every recipient's
    state with its `message` link. The message rows and the SENT states commit together or not at all,
    which is what makes the campaign exactly-once: a recipient leaves PENDING only with its one message.
@@ -43,20 +44,13 @@ from campaigns.models import Campaign, CampaignRecipient, CampaignStatus, Recipi
 from campaigns.quiet_hours import next_allowed_time
 from campaigns.sending import progress, throttle
 from campaigns.templating import compose_for
+from contactcenter.actions.consent import REFUSED_NO_CONSENT, REFUSED_OPTED_OUT, marketing_refusals
 from contactcenter.actions.conversations import open_outbound_conversations
 from contactcenter.actions.delivery import deliver_batch
 from contactcenter.actions.outbound import Draft, queue_outbound_batch
 from contactcenter.bulk_update import update_rows
 from contactcenter.dispatch import skip_locked
-from contactcenter.models import (
-    Consent,
-    ConsentPurpose,
-    ConsentStatus,
-    Message,
-    MessageStatus,
-    Patient,
-    SenderKind,
-)
+from contactcenter.models import ConsentPurpose, Message, MessageStatus, Patient, SenderKind
 from contactcenter.taskrunner import enqueue
 
 logger = logging.getLogger(__name__)
@@ -69,6 +63,11 @@ LEASE = dt.timedelta(seconds=60)
 STALLED_DELIVERY = dt.timedelta(minutes=2)
 
 SENT, DEFERRED, SKIPPED = "sent", "deferred", "skipped"
+# The consent registry's refusals (contactcenter.actions.consent) → the recipient's state.
+_SKIPPED_FOR = {
+    REFUSED_OPTED_OUT: RecipientState.SKIPPED_OPTED_OUT,
+    REFUSED_NO_CONSENT: RecipientState.SKIPPED_NO_CONSENT,
+}
 # What a chunk reads of each recipient and writes back.
 RECIPIENT_FIELDS = (
     "id",
@@ -201,18 +200,16 @@ def _queue_chunk(campaign: Campaign, *, now: dt.datetime | None, limit: int) -> 
         if recipient.pk not in target:
             skip(recipient, RecipientState.SKIPPED_INVALID, "merged")
     due = [r for r in due if r.pk in target]
-    opted_out = set(
-        Consent.objects.filter(
-            patient_id__in=set(target.values()), purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT
-        ).values_list("patient_id", flat=True)
-    )
+    # The consent registry's answer now (an opt-out since launch, or consent withdrawn, skips the send).
+    refusals = marketing_refusals(set(target.values()), now=moment)
     texts = compose_for(campaign, {r.patient_id for r in due})
     drafts: list[Draft] = []
     writable: list[CampaignRecipient] = []
     for recipient in due:
         rendered = texts.get(recipient.patient_id)
-        if target[recipient.pk] in opted_out:
-            skip(recipient, RecipientState.SKIPPED_OPTED_OUT, "opted_out")
+        refusal = refusals.get(target[recipient.pk])
+        if refusal is not None:
+            skip(recipient, _SKIPPED_FOR[refusal], refusal)
         elif rendered is None or rendered.text is None:
             skip(recipient, RecipientState.SKIPPED_MISSING, "missing")
         else:
@@ -236,8 +233,7 @@ def _queue_chunk(campaign: Campaign, *, now: dt.datetime | None, limit: int) -> 
             if message is None:
                 # The registry is the last word (an opt-out recorded between our read and the write).
                 code = queued.refused.get(recipient.pk, "invalid")
-                state = RecipientState.SKIPPED_OPTED_OUT if code == "opted_out" else RecipientState.SKIPPED_INVALID
-                skip(recipient, state, code)
+                skip(recipient, _SKIPPED_FOR.get(code, RecipientState.SKIPPED_INVALID), code)
                 continue
             recipient.message = message
             recipient.state = RecipientState.SENT

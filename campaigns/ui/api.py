@@ -6,9 +6,12 @@ preview masks names and the estimate and progress are numbers, so no audit entry
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import NotFound
@@ -89,8 +92,18 @@ class CampaignPreviewInput(serializers.Serializer[Any]):
     count = serializers.IntegerField(min_value=1, max_value=estimates.MAX_PREVIEW, required=False, default=3)
 
 
+class AwareDateTimeField(serializers.DateTimeField):
+    """A date-time that must say its time zone: "09:00" alone is not read in the server's zone and sent at
+    a time the marketer did not mean."""
+
+    def enforce_timezone(self, value: dt.datetime) -> dt.datetime:
+        if timezone.is_naive(value):
+            raise serializers.ValidationError(_("Give the time with its time zone, e.g. 2026-05-01T09:00:00+08:00."))
+        return super().enforce_timezone(value)
+
+
 class ScheduleInput(serializers.Serializer[Any]):
-    at = serializers.DateTimeField(required=False, help_text="When to send; with its time zone.")
+    at = AwareDateTimeField(required=False, help_text="When to send, with its time zone; within a year.")
     now = serializers.BooleanField(required=False, default=False, help_text="Send at once instead.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -105,6 +105,7 @@ class RecipientCountsShape(serializers.Serializer[Any]):
     delivered = serializers.IntegerField()
     failed = serializers.IntegerField()
     skipped_opted_out = serializers.IntegerField()
+    skipped_no_consent = serializers.IntegerField()
     skipped_invalid = serializers.IntegerField()
     skipped_missing = serializers.IntegerField()
     cancelled = serializers.IntegerField()
@@ -143,8 +144,19 @@ class LintResultShape(serializers.Serializer[Any]):
 
 
 class EstimateShape(serializers.Serializer[Any]):
-    recipients = serializers.IntegerField(help_text="Who will be sent to: opted-out patients excluded.")
-    skipped_opted_out = serializers.IntegerField()
+    recipients = serializers.IntegerField(
+        help_text="Who will be sent to: everyone the send would skip is left out (quiet hours only defer)."
+    )
+    audience = serializers.IntegerField(help_text="The segment's patients: recipients and those left out.")
+    skipped_opted_out = serializers.IntegerField(help_text="Left out: opted out of marketing.")
+    skipped_no_consent = serializers.IntegerField(
+        help_text="Left out: no marketing consent under the hospital's policy (consent_policy)."
+    )
+    skipped_invalid = serializers.IntegerField(help_text="Left out: no valid mobile number.")
+    skipped_missing = serializers.IntegerField(help_text="Left out: a value the message needs is missing (skip rule).")
+    consent_policy = serializers.ChoiceField(
+        choices=["opt_in", "existing_patient"], help_text="settings.MARKETING_CONSENT_POLICY"
+    )
     sample_text = serializers.CharField(help_text="The message with made-up values, as it will be sent.")
     characters = serializers.IntegerField(help_text="Length of sample_text.")
     segments_per_message = serializers.IntegerField(help_text="The most over a sample of real recipients.")

@@ -1,4 +1,6 @@
-"""Email as a channel: an agent's message sent as one plain-text email, accepted or refused by the server.
+"""Email as a channel: a message on an email inbox's conversation (an agent's reply, or a web chat reply sent
+on while the chat was closed) sent as one plain-text email, accepted or refused by the server. Registered
+for channel type "email" in channels_adapters.apps.
 
 There are no delivery receipts in SMTP, so "sent" (the server took it) is as far as the status goes. The
 Message-ID is ours and becomes the message's provider id, so replies can later be threaded by In-Reply-To.
@@ -11,7 +13,7 @@ from typing import ClassVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from channels_adapters.base import AdapterError, OutboundMessage, SendResult
+from channels_adapters.base import AdapterError, OutboundMessage, SendResult, Unconfirmed
 from channels_adapters.email import transport
 from contactcenter.identities import normalize_email
 from contactcenter.models import IdentityKind, MessageStatus
@@ -24,6 +26,9 @@ def email_available() -> bool:
 class EmailAdapter:
     channel_type: ClassVar[str] = "email"
     address_kind: ClassVar[str] = IdentityKind.EMAIL
+    # SMTP cannot be asked whether a message arrived, and a second copy would reach the patient: a send whose
+    # outcome was lost is failed with a reason for staff to decide.
+    unconfirmed: ClassVar[str] = Unconfirmed.FAIL
 
     def send(self, message: OutboundMessage) -> SendResult:
         try:

@@ -31,7 +31,16 @@ from channels_adapters.simulator.models import SimulatedDelivery, SimulatedEmail
 from channels_adapters.webchat import actions
 from channels_adapters.webchat import tests as webchat_tests
 from channels_adapters.webchat.models import WebVisitor
-from channels_adapters.webchat.tests import Chat, Opener, agent_replies, db, say, start, widget_messages
+from channels_adapters.webchat.tests import (
+    Chat,
+    Opener,
+    agent_replies,
+    db,
+    offline_copy_of,
+    say,
+    start,
+    widget_messages,
+)
 from contactcenter.actions.consent import record_consent
 from contactcenter.models import ConsentPurpose, ConsentSource, ConsentStatus, Inbox, MessageStatus
 
@@ -180,8 +189,13 @@ async def test_reply_goes_by_email_when_the_widget_is_closed_and_only_an_email_w
     assert smtp.envelopes[0].rcpt_tos == [PATIENT_EMAIL]
     assert mail["Subject"] == "Reply to your web chat with Website chat"
     assert text_of(mail) == f"Yes: Wednesday 9:00 works.\n\n-- \nReply in the chat: {PAGE_URL}\n"
+    # The email is a message of the patient's conversation in the email inbox, sent through the outbound path;
+    # the chat reply is linked to it and took on its status.
+    copy = await db(lambda: offline_copy_of(reply))
+    assert (copy.inbox_id, copy.conversation.subject) == (email_chat.email_inbox.pk, mail["Subject"])
+    assert copy.provider_message_id == mail["Message-ID"] and copy.status == MessageStatus.SENT
+    assert copy.flags == [actions.WEBCHAT_REPLY_FLAG]
     assert reply.status == MessageStatus.SENT and reply.sent_at is not None
-    assert reply.provider_message_id == mail["Message-ID"]
     assert reply.flags == ["sent_by_email"]
     assert reply.error_message == ""
     assert await db(lambda: SimulatedDelivery.objects.count()) == 0
@@ -282,6 +296,25 @@ async def test_no_email_and_no_phone_keeps_the_reply_in_the_chat(
     assert await db(lambda: SimulatedDelivery.objects.count()) == 0
 
 
+@pytest.mark.parametrize("team_email_inboxes", [1, 2])
+async def test_without_a_configured_email_inbox_the_teams_only_one_is_used(
+    email_chat: Chat, open_widget: Opener, smtp: Recorder, team_email_inboxes: int
+) -> None:
+    config = {k: v for k, v in email_chat.inbox.config.items() if k != "offline_email_inbox_id"}
+    await db(lambda: Inbox.objects.filter(pk=email_chat.inbox.pk).update(config=config))
+    for n in range(1, team_email_inboxes):
+        await db(lambda n=n: Inbox.objects.create(name=f"Email {n}", channel_type="email", team=email_chat.team))
+    await visitor_leaves(open_widget, phone="", email=PATIENT_EMAIL)
+    reply = await agent_replies(email_chat, "Answer")
+    if team_email_inboxes == 1:
+        assert len(smtp.mails()) == 1
+        assert (await db(lambda: offline_copy_of(reply))).inbox_id == email_chat.email_inbox.pk
+    else:
+        # Two to choose from and none named: no guess, the reply waits for the next visit.
+        assert smtp.attempts == 0
+        assert reply.status == MessageStatus.SENT and reply.flags == []
+
+
 # --- when the server says no ---------------------------------------------------------------------------------
 
 
@@ -291,11 +324,13 @@ async def test_a_refusing_server_fails_the_reply_with_its_reason(
     smtp.answers = ["550 5.1.1 Mailbox unavailable"]
     await visitor_leaves(open_widget, phone="", email=PATIENT_EMAIL)
     reply = await agent_replies(email_chat, "Answer")
-    assert reply.status == MessageStatus.FAILED
-    assert reply.error_code == "smtp_550"
+    # The email failed, and the chat reply with it, carrying the server's reason for the agent.
+    copy = await db(lambda: offline_copy_of(reply))
+    assert copy.status == reply.status == MessageStatus.FAILED
+    assert copy.error_code == reply.error_code == "smtp_550"
     assert reply.error_message == "The mail server refused the email: 550 5.1.1 Mailbox unavailable"
     assert smtp.attempts == 1  # permanent: not retried
-    assert reply.flags == []
+    assert reply.flags == ["sent_by_email"]
 
 
 async def test_a_deferring_server_is_retried_and_the_reply_is_sent(
@@ -358,7 +393,8 @@ async def test_the_demo_keeps_the_email_for_the_patient_mailbox(
     await visitor_leaves(open_widget, phone="", email=PATIENT_EMAIL, language="zh-hans")
     reply = await agent_replies(email_chat, "您好，<b>周三</b>见。")
     kept = await db(lambda: SimulatedEmail.objects.get())
-    assert kept.to == PATIENT_EMAIL and kept.message_id == reply.provider_message_id
+    copy = await db(lambda: offline_copy_of(reply))
+    assert kept.to == PATIENT_EMAIL and kept.message_id == copy.provider_message_id
     assert kept.body.startswith("您好，<b>周三</b>见。")
     parsed = email.message_from_string(kept.raw, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage) and parsed.get_content() == kept.body

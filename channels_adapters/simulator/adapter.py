@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from channels_adapters.base import AdapterError, InboundMessage, OutboundMessage, Sender, SendResult, StatusUpdate
+from channels_adapters.base import (
+    AdapterError,
+    InboundMessage,
+    OutboundMessage,
+    Sender,
+    SendResult,
+    StatusUpdate,
+    Unconfirmed,
+)
+from contactcenter.boundary import BoundaryError, clean_identifier, clean_json, clean_text
 from contactcenter.identities import normalize_phone
 from contactcenter.models import IdentityKind, Inbox, MessageStatus
 
@@ -25,21 +34,34 @@ UNDELIVERABLE_MARKER = "#fail"
 class SimulatorAdapter:
     channel_type: ClassVar[str] = "simulator"
     address_kind: ClassVar[str] = IdentityKind.PHONE
+    # The "phone" is a row of ours: a send whose outcome was lost can simply be made again.
+    unconfirmed: ClassVar[str] = Unconfirmed.RESEND
 
     def parse(self, inbox: Inbox, params: Mapping[str, Any]) -> InboundMessage:
         try:
             phone = normalize_phone(str(params.get("from", "")))
         except ValidationError as exc:
             raise AdapterError(exc.messages[0], permanent=True, code="invalid_sender") from None
-        body = str(params.get("body", "")).strip()
+        # What the phone page typed is kept (NUL and the like become U+FFFD); an id that cannot be one is refused.
+        body = clean_text(str(params.get("body", "")).strip(), field="body")
         if not body:
             raise AdapterError("empty message", permanent=True, code="empty_body")
+        try:
+            provider_id = clean_identifier(
+                params.get("id") or f"SIM-IN-{secrets.token_hex(8)}", field="id", max_length=120
+            )
+        except BoundaryError as exc:
+            raise AdapterError(str(exc), permanent=True, code="invalid_id") from None
         return InboundMessage(
             inbox_id=inbox.pk,
-            sender=Sender(kind=IdentityKind.PHONE, value=phone, name=str(params.get("name", ""))[:200]),
+            sender=Sender(
+                kind=IdentityKind.PHONE,
+                value=phone,
+                name=clean_text(params.get("name", ""), field="name", max_length=200, truncate=True),
+            ),
             body=body,
-            provider_message_id=str(params.get("id") or f"SIM-IN-{secrets.token_hex(8)}"),
-            provider_payload=dict(params),
+            provider_message_id=provider_id,
+            provider_payload=clean_json(dict(params)),
         )
 
     def send(self, message: OutboundMessage) -> SendResult:

@@ -21,6 +21,7 @@ from channels_adapters.base import AdapterError
 from channels_adapters.simulator.adapter import SimulatorAdapter
 from channels_adapters.simulator.models import SimulatedDelivery
 from contactcenter.actions.inbound import receive_inbound
+from contactcenter.boundary import storable
 from contactcenter.identities import normalize_phone
 from contactcenter.models import ChannelType, Inbox, Message, MessageDirection, PatientIdentity
 
@@ -53,9 +54,9 @@ def patient_sends(request: HttpRequest) -> JsonResponse:
 
 
 def _post_as_twilio(request: HttpRequest, inbox: Inbox) -> JsonResponse:
-    from channels_adapters.sms.adapter import auth_token_for, signed_url
     from channels_adapters.sms.models import SenderKind
-    from channels_adapters.sms.transport import sign_and_post
+    from channels_adapters.twilio.signing import auth_token_for, public_url
+    from channels_adapters.twilio.transport import sign_and_post
 
     try:
         sender = normalize_phone(request.POST.get("from", ""))
@@ -84,7 +85,7 @@ def _post_as_twilio(request: HttpRequest, inbox: Inbox) -> JsonResponse:
     if SenderKind.MESSAGING_SERVICE in owned:
         params["MessagingServiceSid"] = owned[SenderKind.MESSAGING_SERVICE]
     try:
-        status = sign_and_post(signed_url(reverse("twilio-sms-inbound")), params, auth_token_for(inbox))
+        status = sign_and_post(public_url(reverse("twilio-sms-inbound")), params, auth_token_for(inbox))
     except AdapterError as exc:
         return JsonResponse({"error": exc.message}, status=400)
     except HTTPError as exc:
@@ -146,7 +147,8 @@ def mailbox(request: HttpRequest) -> HttpResponse:
     have reached the SMTP server. ?to= narrows it to one address."""
     from channels_adapters.simulator.models import SimulatedEmail
 
-    to = request.GET.get("to", "").strip()[:254]
+    # A NUL (%00) would reach PostgreSQL and fail there; as U+FFFD it simply matches no address.
+    to = storable(request.GET.get("to", "").strip()[:254])
     emails = SimulatedEmail.objects.order_by("-created_at", "-id")
     if to:
         emails = emails.filter(to__iexact=to)

@@ -4,60 +4,47 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from twilio.base.exceptions import TwilioRestException
-from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from channels_adapters.base import AdapterError, InboundMessage, OutboundMessage, Sender, SendResult, SignatureError
-from channels_adapters.sms import transport
+from channels_adapters.base import (
+    AdapterError,
+    InboundMessage,
+    OutboundMessage,
+    Sender,
+    SendResult,
+    StatusUpdate,
+    Unconfirmed,
+)
 from channels_adapters.sms.models import SenderKind, TwilioSender
+from channels_adapters.twilio.client import client_for, is_simulated
+from channels_adapters.twilio.errors import (
+    CALLBACK_ERRORS,
+    LOOKUP_ERRORS,
+    OPTED_OUT_ERROR,
+    PERMANENT_ERRORS,
+    SEND_ERRORS,
+    describe_error,
+    lookup_error,
+    send_error,
+)
+from channels_adapters.twilio.signing import (
+    DEFAULT_TOKEN_ENV,
+    auth_token_for,
+    public_url,
+    verify_signature,
+)
+from contactcenter.boundary import clean_identifier, clean_json, clean_text, lookup_key
 from contactcenter.identities import normalize_phone
-from contactcenter.models import IdentityKind, Inbox, MessageStatus
+from contactcenter.models import IdentityKind, Inbox, Message, MessageStatus
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
-
-# Errors a retry cannot fix (https://www.twilio.com/docs/api/errors): the number, not the moment.
-PERMANENT_ERRORS = {
-    21211: "The number is not a valid phone number.",
-    21408: "Sending to this region is not enabled for the account.",
-    21610: "The patient has replied STOP to this number; the carrier blocks further messages.",
-    21612: "This number cannot receive messages from the sending number.",
-    21614: "The number is not a mobile number and cannot receive SMS.",
-    21617: "The message is longer than Twilio accepts.",
-    30003: "The handset is unreachable.",
-    30004: "The recipient has blocked messages.",
-    30005: "The number is unknown or no longer in service.",
-    30006: "The number is a landline or unreachable carrier.",
-    30007: "The carrier filtered the message.",
-}
-OPTED_OUT_ERROR = 21610
-# Codes that only ever arrive on status callbacks, which carry the code but rarely the text.
-CALLBACK_ERRORS = {
-    30001: "Twilio's queue for this sender overflowed.",
-    30002: "The Twilio account is suspended.",
-    30008: "The carrier reported an unknown error.",
-    30032: "The toll-free number is not verified.",
-    30034: "The sender is not registered for this route (A2P 10DLC).",
-}
-
-
-def describe_error(code: str) -> str:
-    """Readable text for an error code a status callback sent without its message."""
-    if not code.isdigit():
-        return ""
-    number = int(code)
-    return PERMANENT_ERRORS.get(number) or CALLBACK_ERRORS.get(number) or f"Twilio error {number}."
-
 
 # Twilio's status words onto ours. Twilio's own "queued"/"accepted" mean it has the message and has
 # not handed it to a carrier yet, which for us is still "sending".
@@ -75,39 +62,39 @@ STATUS_MAP = {
 }
 
 
-def auth_token_for(inbox: Inbox) -> str:
-    name = str(inbox.config.get("auth_token_env") or DEFAULT_TOKEN_ENV)
-    token = os.environ.get(name, "")
-    if not token:
-        raise AdapterError(f"{name} is not set in the environment", permanent=True, code="no_auth_token")
-    return token
+# What the webhook parameters that name things may hold: our columns' lengths (Twilio's SIDs are 34
+# characters, its numbers E.164, far inside them). A value past these, or with control characters, cannot
+# have come from Twilio as an id; once the request is verified it is refused with a 400 naming it.
+SID_MAX = int(Message._meta.get_field("provider_message_id").max_length or 0)
+SENDER_MAX = int(TwilioSender._meta.get_field("value").max_length or 0)
+IDENTIFIER_PARAMS = {
+    "MessageSid": SID_MAX,
+    "SmsMessageSid": SID_MAX,
+    "SmsSid": SID_MAX,
+    "AccountSid": SENDER_MAX,
+    "MessagingServiceSid": SENDER_MAX,
+    "To": SENDER_MAX,
+    "From": SENDER_MAX,
+}
+STATUS_IDENTIFIER_PARAMS = {**IDENTIFIER_PARAMS, "MessageStatus": 40, "SmsStatus": 40, "ErrorCode": 40}
+MAX_MEDIA = 10
 
 
-def signed_url(request_path: str) -> str:
-    return settings.PUBLIC_BASE_URL + request_path
-
-
-def verify_signature(*, inbox: Inbox, urls: list[str], params: Mapping[str, Any], signature: str) -> None:
-    """Raise SignatureError unless X-Twilio-Signature matches one of the URLs we may have been called at.
-
-    Twilio signs the exact URL it requested. Behind a TLS-terminating proxy Django sees http and an
-    internal host, so the configured PUBLIC_BASE_URL comes first; the SDK's validator already tries
-    each URL with and without an explicit port, which Twilio is inconsistent about.
-    """
-    if not signature:
-        raise SignatureError("missing X-Twilio-Signature")
-    try:
-        validator = RequestValidator(auth_token_for(inbox))
-    except AdapterError as exc:
-        logger.error("inbox %s cannot verify webhooks: %s", inbox.pk, exc.message)
-        raise SignatureError(exc.message) from None
-    if not any(validator.validate(url, params, signature) for url in urls):
-        raise SignatureError("X-Twilio-Signature does not match")
+def checked_identifiers(params: Mapping[str, Any], limits: Mapping[str, int] = IDENTIFIER_PARAMS) -> dict[str, str]:
+    """The id-like parameters that were sent, each validated (BoundaryError names the first bad one)."""
+    return {
+        name: clean_identifier(params.get(name), field=name, max_length=limit)
+        for name, limit in limits.items()
+        if params.get(name) not in (None, "")
+    }
 
 
 def inbox_for_webhook(params: Mapping[str, Any]) -> Inbox | None:
-    """The Messaging Service decides when there is one (a pool of numbers), else the To number."""
-    service = str(params.get("MessagingServiceSid") or "")
+    """The Messaging Service decides when there is one (a pool of numbers), else the To number.
+
+    Runs before the signature is checked, on raw values: one that no sender could hold (a NUL, too long)
+    finds nothing, instead of reaching PostgreSQL, which refuses it."""
+    service = lookup_key(params.get("MessagingServiceSid"), max_length=SENDER_MAX)
     if service:
         sender = (
             TwilioSender.objects.select_related("inbox")
@@ -116,19 +103,23 @@ def inbox_for_webhook(params: Mapping[str, Any]) -> Inbox | None:
         )
         if sender is not None:
             return sender.inbox
-    to = str(params.get("To") or "")
+    to = lookup_key(params.get("To"), max_length=SENDER_MAX)
+    if not to:
+        return None
     sender = TwilioSender.objects.select_related("inbox").filter(kind=SenderKind.NUMBER, value=to).first()
     return sender.inbox if sender is not None else None
 
 
 def media_of(params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    try:
-        count = int(params.get("NumMedia") or 0)
-    except ValueError:
-        count = 0
+    """The MMS attachments, cleaned for the jsonb column (NumMedia is Twilio's; nonsense there means none)."""
+    raw_count = str(params.get("NumMedia") or "0")
+    count = int(raw_count) if raw_count.isascii() and raw_count.isdigit() and len(raw_count) <= 2 else 0
     return [
-        {"url": str(params.get(f"MediaUrl{i}", "")), "content_type": str(params.get(f"MediaContentType{i}", ""))}
-        for i in range(min(count, 10))
+        {
+            "url": clean_text(params.get(f"MediaUrl{i}"), field=f"MediaUrl{i}"),
+            "content_type": clean_text(params.get(f"MediaContentType{i}"), field=f"MediaContentType{i}"),
+        }
+        for i in range(min(count, MAX_MEDIA))
         if params.get(f"MediaUrl{i}")
     ]
 
@@ -136,22 +127,31 @@ def media_of(params: Mapping[str, Any]) -> list[dict[str, Any]]:
 class TwilioSmsAdapter:
     channel_type: ClassVar[str] = "sms"
     address_kind: ClassVar[str] = IdentityKind.PHONE
+    # Looked up with find_sent instead; a blind resend could text the patient twice.
+    unconfirmed: ClassVar[str] = Unconfirmed.FAIL
+
+    def verify(self, inbox: Inbox, *, urls: list[str], params: Mapping[str, Any], signature: str) -> None:
+        verify_signature(inbox=inbox, urls=urls, params=params, signature=signature)
 
     def parse(self, inbox: Inbox, params: Mapping[str, Any]) -> InboundMessage:
-        sid = str(params.get("MessageSid") or params.get("SmsMessageSid") or "")
+        """The patient's message from verified webhook parameters. Call after verify: Twilio signed the raw
+        values, so they are cleaned only now. Text is kept (NUL and the like become U+FFFD, so the message
+        is never lost); an id that cannot be valid raises BoundaryError naming it (a 400)."""
+        ids = checked_identifiers(params)
+        sid = ids.get("MessageSid") or ids.get("SmsMessageSid") or ""
         if not sid:
             raise AdapterError("MessageSid is missing", permanent=True, code="no_message_sid")
         try:
-            phone = normalize_phone(str(params.get("From", "")))
+            phone = normalize_phone(ids.get("From", ""))
         except ValidationError as exc:
-            raise AdapterError(exc.messages[0], permanent=True, code="invalid_sender") from None
+            raise AdapterError(f"From: {exc.messages[0]}", permanent=True, code="invalid_sender") from None
         return InboundMessage(
             inbox_id=inbox.pk,
             sender=Sender(kind=IdentityKind.PHONE, value=phone),
-            body=str(params.get("Body", "")),
+            body=clean_text(params.get("Body"), field="Body"),
             provider_message_id=sid,
             attachments=media_of(params),
-            provider_payload={key: params[key] for key in params},
+            provider_payload=clean_json({key: params[key] for key in params}),
         )
 
     def __init__(self) -> None:
@@ -165,16 +165,13 @@ class TwilioSmsAdapter:
         Not with the simulator: it stands in for the patient's phone by writing to our own database."""
         client, _sender = self._session(inbox)
         self._status_callback_url()
-        return not isinstance(client.http_client, transport.SimulatedTwilioHttpClient)
+        return not is_simulated(client)
 
     def _session(self, inbox: Inbox) -> tuple[Client, dict[str, Any]]:
         session = self._sessions.get(inbox.pk)
         if session is not None:
             return session
-        account_sid = str(inbox.config.get("account_sid") or "")
-        if not account_sid:
-            raise AdapterError("the inbox has no Twilio account SID", permanent=True, code="no_account_sid")
-        client = Client(account_sid, auth_token_for(inbox), http_client=transport.http_client())
+        client = client_for(inbox)
         senders = {s.kind: s.value for s in TwilioSender.objects.filter(inbox=inbox)}
         if SenderKind.MESSAGING_SERVICE in senders:
             sender: dict[str, Any] = {"messaging_service_sid": senders[SenderKind.MESSAGING_SERVICE]}
@@ -189,31 +186,32 @@ class TwilioSmsAdapter:
         # Once per adapter (a delivery batch), before its threads start: reverse() costs tens of microseconds
         # a call, and threads that are each first to reverse all build Django's URL tables.
         if not self._status_callback:
-            self._status_callback = signed_url(reverse("twilio-sms-status"))
+            self._status_callback = public_url(reverse("twilio-sms-status"))
         return self._status_callback
 
     def send(self, message: OutboundMessage) -> SendResult:
         client, sender = self._session(message.inbox)
-        status_callback = self._status_callback_url() + f"?message={message.message_id}"
+        # Our id rides on the URL (it settles a send whose answer was lost), then the operator's connection
+        # overrides, which Twilio reads from the fragment.
+        overrides = settings.TWILIO_WEBHOOK_OVERRIDES
+        status_callback = (
+            self._status_callback_url() + f"?message={message.message_id}" + (f"#{overrides}" if overrides else "")
+        )
         kwargs: dict[str, Any] = {"to": message.to, "body": message.body, "status_callback": status_callback, **sender}
         if message.attachments:
             kwargs["media_url"] = [a["url"] for a in message.attachments if a.get("url")]
         try:
             created = client.messages.create(**kwargs)
-        except TwilioRestException as exc:
-            raise self._error(exc) from None
-        except requests.exceptions.ConnectionError as exc:
-            # Refused, reset or a connect timeout: Twilio never read the request, so a retry is safe.
-            raise AdapterError(f"could not reach Twilio: {type(exc).__name__}", code="connection") from None
-        except requests.exceptions.ReadTimeout:
-            raise self._ambiguous() from None
-        except requests.exceptions.Timeout as exc:
-            raise AdapterError(f"Twilio timed out: {type(exc).__name__}", code="timeout") from None
+        except SEND_ERRORS as exc:
+            raise send_error(exc) from None
         return SendResult(provider_message_id=str(created.sid), status=self.map_status(str(created.status)))
 
-    def find_sent(self, message: OutboundMessage, *, since: dt.datetime) -> SendResult | None:
+    def find_sent(
+        self, message: OutboundMessage, *, since: dt.datetime, exclude: frozenset[str] = frozenset()
+    ) -> SendResult | None:
         """The message as Twilio has it, if it does: one sent from this inbox's sender to the same number
-        with the same text, created since `since`. Twilio has no idempotency key for Messages, so this is
+        with the same text, created since `since`, and not one of ours already (`exclude`: two identical
+        replies must not both adopt the same SID). Twilio has no idempotency key for Messages, so this is
         how a send whose answer was lost is told apart from one that never arrived."""
         client, sender = self._session(message.inbox)
         filters: dict[str, Any] = {"to": message.to, "limit": 50}
@@ -221,33 +219,46 @@ class TwilioSmsAdapter:
             filters["from_"] = sender["from_"]
         try:
             candidates = client.messages.list(**filters)
-        except TwilioRestException as exc:
-            raise self._error(exc) from None
-        except requests.exceptions.RequestException as exc:
-            raise AdapterError(f"could not reach Twilio: {type(exc).__name__}", code="connection") from None
+        except LOOKUP_ERRORS as exc:
+            raise lookup_error(exc) from None
         for candidate in candidates:
             created = candidate.date_created
+            if str(candidate.sid) in exclude:
+                continue
             if candidate.body == message.body and (created is None or created >= since):
                 return SendResult(provider_message_id=str(candidate.sid), status=self.map_status(str(candidate.status)))
         return None
 
+    def fetch_status(self, inbox: Inbox, provider_message_id: str) -> StatusUpdate | None:
+        """The message's status as Twilio has it now: settles one whose status callbacks never reached us."""
+        client, _sender = self._session(inbox)
+        try:
+            fetched = client.messages(provider_message_id).fetch()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise lookup_error(exc) from None
+        except LOOKUP_ERRORS as exc:
+            raise lookup_error(exc) from None
+        code = str(fetched.error_code or "")
+        return StatusUpdate(
+            provider_message_id=provider_message_id,
+            status=self.map_status(str(fetched.status or "")),
+            error_code=code,
+            error_message=str(fetched.error_message or "") or describe_error(code),
+        )
+
     def map_status(self, provider_status: str) -> str:
         return STATUS_MAP.get(provider_status.lower(), MessageStatus.SENDING)
 
-    @staticmethod
-    def _error(exc: TwilioRestException) -> AdapterError:
-        code = int(exc.code) if exc.code else None
-        if exc.status == 429 or exc.status >= 500:
-            return AdapterError(f"Twilio answered {exc.status}; will retry", code=str(code or exc.status))
-        reason = PERMANENT_ERRORS.get(code or 0) or (exc.msg or f"Twilio refused the message ({exc.status})")
-        return AdapterError(
-            reason, permanent=True, code=str(code or exc.status), recipient_opted_out=code == OPTED_OUT_ERROR
-        )
 
-    @staticmethod
-    def _ambiguous() -> AdapterError:
-        # Twilio may have accepted it before the answer was lost; resending could text the patient
-        # twice. The status callback carries our message id and settles it instead.
-        return AdapterError(
-            "Twilio did not answer in time; waiting for its status callback", code="timeout", ambiguous=True
-        )
+__all__ = [
+    "CALLBACK_ERRORS",
+    "DEFAULT_TOKEN_ENV",
+    "OPTED_OUT_ERROR",
+    "PERMANENT_ERRORS",
+    "TwilioSmsAdapter",
+    "auth_token_for",
+    "describe_error",
+    "verify_signature",
+]

@@ -10,10 +10,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from channels_adapters.sms.adapter import DEFAULT_TOKEN_ENV, signed_url
 from channels_adapters.sms.forms import SmsInboxForm
 from channels_adapters.sms.models import SenderKind, TwilioSender
 from channels_adapters.sms.setup import save_sms_inbox
+from channels_adapters.twilio.signing import DEFAULT_TOKEN_ENV, webhook_url
 from contactcenter import access
 from contactcenter.models import ChannelType, Inbox
 
@@ -25,8 +25,8 @@ def _admin_only(request: HttpRequest) -> None:
 
 def webhook_urls() -> dict[str, str]:
     return {
-        "inbound": signed_url(reverse("twilio-sms-inbound")),
-        "status": signed_url(reverse("twilio-sms-status")),
+        "inbound": webhook_url(reverse("twilio-sms-inbound")),
+        "status": webhook_url(reverse("twilio-sms-status")),
     }
 
 

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-import channels_adapters.sms.transport
+import channels_adapters.twilio.transport
 from channels_adapters.base import InboundMessage, Sender
 from channels_adapters.sms.adapter import PERMANENT_ERRORS
 from channels_adapters.sms.models import SenderKind as TwilioSenderKind
@@ -121,7 +121,7 @@ def sms(db: Any, twilio_env: None) -> Sms:
 @pytest.fixture
 def twilio_api(monkeypatch: pytest.MonkeyPatch) -> RecordingTwilioHttpClient:
     fake = RecordingTwilioHttpClient()
-    monkeypatch.setattr(channels_adapters.sms.transport, "http_client", lambda: fake)
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
     return fake
 
 
@@ -208,8 +208,8 @@ def test_every_inbound_fixture_is_stored_verbatim_and_answered_with_empty_twiml(
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/xml")
     assert response.content.decode() == EMPTY_TWIML
-    message = Message.objects.get()
-    assert message.direction == MessageDirection.INBOUND
+    # (STOP is also confirmed by one outbound SMS: the inbound message is the one stored verbatim.)
+    message = Message.objects.get(direction=MessageDirection.INBOUND)
     assert message.status == MessageStatus.RECEIVED
     assert message.body == params["Body"]
     assert message.provider_message_id == params["MessageSid"]
@@ -1125,6 +1125,204 @@ def test_missing_auth_token_env_var_refuses_status_callbacks(
     sent_message.refresh_from_db()
     assert sent_message.status == MessageStatus.SENDING
     assert events.kinds() == []
+
+
+# --- Values PostgreSQL refuses ------------------------------------------------------------------------
+
+
+def test_a_body_with_a_nul_byte_is_stored_with_a_replacement_character(client: Client, sms: Sms) -> None:
+    params = inbound_params(Body="Chest pain\x00 since last night")
+
+    response = post_signed(client, INBOUND_PATH, params)
+
+    assert response.status_code == 200
+    message = Message.objects.get()
+    assert message.body == "Chest pain\ufffd since last night"
+    assert message.provider_payload["Body"] == message.body
+    assert message.conversation.last_message_preview == message.body
+
+
+@pytest.mark.parametrize("name", ["FromCity", "ToState", "ApiVersion", "An\x00Extra"])
+def test_a_nul_byte_in_any_other_parameter_is_cleaned_in_the_stored_payload(
+    client: Client, sms: Sms, name: str
+) -> None:
+    params = inbound_params(**{name: "x\x00y"})
+
+    response = post_signed(client, INBOUND_PATH, params)
+
+    assert response.status_code == 200
+    payload = Message.objects.get().provider_payload
+    assert payload[name.replace("\x00", "\ufffd")] == "x\ufffdy"
+    assert not any("\x00" in key or "\x00" in value for key, value in payload.items())
+
+
+def test_media_urls_with_a_nul_byte_are_kept_cleaned(client: Client, sms: Sms) -> None:
+    params = {**fixture("inbound_mms.json"), "MediaUrl0": "https://api.twilio.com/x\x00y", "NumMedia": "2"}
+
+    assert post_signed(client, INBOUND_PATH, params).status_code == 200
+
+    assert Message.objects.get().attachments[0]["url"] == "https://api.twilio.com/x\ufffdy"
+
+
+@pytest.mark.parametrize("num_media", ["²", "-3", "1e9", "99999999999999999999", "１", " "])
+def test_nonsense_num_media_stores_the_message_without_attachments(client: Client, sms: Sms, num_media: str) -> None:
+    params = {**fixture("inbound_mms.json"), "NumMedia": num_media}
+
+    assert post_signed(client, INBOUND_PATH, params).status_code == 200
+
+    assert Message.objects.get().attachments == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MessageSid", "SM" + "a" * 200),
+        ("MessageSid", "SM1f0c\x00"),
+        ("MessageSid", "SM1f0c\x07beep"),
+        ("SmsMessageSid", "SM" + "b" * 121),
+        ("AccountSid", "AC" + "c" * 100),
+        ("AccountSid", "AC\x00"),
+        ("From", "+8613800138000\x00"),
+        ("From", "+86" + "1" * 100),
+    ],
+)
+def test_an_id_that_cannot_be_valid_is_a_400_naming_it_and_nothing_is_stored(
+    client: Client, sms: Sms, name: str, value: str
+) -> None:
+    before = stored_counts()
+
+    response = post_signed(client, INBOUND_PATH, inbound_params(**{name: value}))
+
+    assert response.status_code == 400
+    assert response.content.decode().startswith(f"{name}:")
+    assert stored_counts() == before
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"To": NUMBER + "\x00"},
+        {"To": "+" + "8" * 100},
+        {"MessagingServiceSid": SERVICE_SID + "\x00", "To": "+8610000000000"},
+    ],
+    ids=["nul_in_to", "long_to", "nul_in_service"],
+)
+def test_a_destination_no_sender_can_hold_finds_no_inbox_and_is_refused(
+    client: Client, sms: Sms, changes: dict[str, str]
+) -> None:
+    before = stored_counts()
+
+    response = post_signed(client, INBOUND_PATH, inbound_params(**changes))
+
+    assert response.status_code == 403
+    assert stored_counts() == before
+
+
+def test_a_nul_in_the_service_sid_of_a_known_number_is_a_400_once_verified(client: Client, sms: Sms) -> None:
+    before = stored_counts()
+
+    response = post_signed(client, INBOUND_PATH, inbound_params(MessagingServiceSid="MG\x00"))
+
+    assert response.status_code == 400
+    assert response.content.decode().startswith("MessagingServiceSid:")
+    assert stored_counts() == before
+
+
+def test_a_status_callback_error_message_with_a_nul_is_stored_cleaned(client: Client, sent_message: Message) -> None:
+    params = {**fixture("status_failed_30007.json"), "ErrorMessage": "Message\x00 filtered"}
+
+    assert post_signed(client, status_path(sent_message), params).status_code == 204
+
+    sent_message.refresh_from_db()
+    assert (sent_message.status, sent_message.error_message) == (MessageStatus.FAILED, "Message\ufffd filtered")
+
+
+def test_an_over_long_status_callback_error_message_is_cut_to_its_column(client: Client, sent_message: Message) -> None:
+    params = {**fixture("status_failed_30007.json"), "ErrorMessage": "filtered " * 200}
+
+    assert post_signed(client, status_path(sent_message), params).status_code == 204
+
+    sent_message.refresh_from_db()
+    assert sent_message.error_message == ("filtered " * 200)[:500]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ErrorCode", "300\x0007"),
+        ("ErrorCode", "3" * 41),
+        ("MessageStatus", "delivered\x00"),
+        ("SmsStatus", "x" * 41),
+        ("AccountSid", "AC\x00"),
+    ],
+)
+def test_a_status_callback_value_that_cannot_be_valid_is_a_400_and_changes_nothing(
+    client: Client, sent_message: Message, capture_events: Callable[[], Any], name: str, value: str
+) -> None:
+    events = capture_events()
+
+    response = post_signed(client, status_path(sent_message), {**fixture("status_failed_30007.json"), name: value})
+
+    assert response.status_code == 400
+    assert response.content.decode().startswith(f"{name}:")
+    sent_message.refresh_from_db()
+    assert (sent_message.status, sent_message.error_code) == (MessageStatus.SENDING, "")
+    assert events.kinds() == []
+
+
+def test_an_error_code_of_unicode_digits_gets_no_description_and_no_500(client: Client, sent_message: Message) -> None:
+    params = {k: v for k, v in fixture("status_failed_30007.json").items() if k != "ErrorMessage"}
+
+    response = post_signed(client, status_path(sent_message), {**params, "ErrorCode": "²"})
+
+    assert response.status_code == 204
+    sent_message.refresh_from_db()
+    assert (sent_message.status, sent_message.error_code, sent_message.error_message) == (MessageStatus.FAILED, "²", "")
+
+
+@pytest.mark.parametrize("sid", ["SM\x00", "SM" + "9" * 200])
+def test_a_status_callback_sid_no_message_could_hold_is_acknowledged_and_changes_nothing(
+    client: Client, sent_message: Message, sid: str
+) -> None:
+    before = stored_counts()
+
+    response = post_signed(client, STATUS_PATH, {**fixture("status_delivered.json"), "MessageSid": sid})
+
+    assert response.status_code == 204
+    assert stored_counts() == before
+    sent_message.refresh_from_db()
+    assert sent_message.status == MessageStatus.SENDING
+
+
+@pytest.mark.parametrize("our_id", ["²", "٣", "99999999999999999999999", "-1", "1\x00"])
+def test_a_message_id_on_the_callback_url_that_is_not_ours_is_acknowledged(
+    client: Client, sent_message: Message, our_id: str
+) -> None:
+    params = {**fixture("status_delivered.json"), "MessageSid": "SM" + "e" * 32, "SmsSid": "SM" + "e" * 32}
+
+    response = post_signed(client, f"{STATUS_PATH}?{urlencode({'message': our_id})}", params)
+
+    assert response.status_code == 204
+    sent_message.refresh_from_db()
+    assert sent_message.status == MessageStatus.SENDING
+
+
+def test_an_over_long_sid_settling_a_read_timeout_is_a_400_and_attaches_nothing(
+    client: Client, sms: Sms, twilio_api: RecordingTwilioHttpClient, inbound: Callable[..., Any]
+) -> None:
+    message = queued_message(sms.number_inbox, inbound)
+    twilio_api.script = [requests.exceptions.ReadTimeout("read timed out")]
+    deliver_message(message_id=message.pk)
+    long_sid = "SM" + "7" * 130
+
+    response = post_signed(
+        client, status_path(message), {**fixture("status_delivered.json"), "MessageSid": long_sid, "SmsSid": long_sid}
+    )
+
+    assert response.status_code == 400
+    assert response.content.decode().startswith("MessageSid:")
+    message.refresh_from_db()
+    assert (message.provider_message_id, message.status) == (None, MessageStatus.SENDING)
 
 
 # --- Segments -----------------------------------------------------------------------------------------

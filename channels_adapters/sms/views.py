@@ -1,7 +1,8 @@
 """Twilio's webhooks: inbound messages and status callbacks. Verify, parse, call one action, answer.
 
 Both answer only after the action's transaction committed, so a 200 means the message is stored;
-anything Twilio retries is deduplicated on its MessageSid.
+anything Twilio retries is deduplicated on its MessageSid. Both are idempotent, so a database that went away
+is retried for a few seconds before the answer is a 503 (contactcenter.resilience).
 """
 
 from __future__ import annotations
@@ -14,31 +15,37 @@ from django.views.decorators.http import require_POST
 
 from channels_adapters.base import AdapterError, SignatureError, StatusUpdate
 from channels_adapters.sms.adapter import (
+    SID_MAX,
+    STATUS_IDENTIFIER_PARAMS,
     TwilioSmsAdapter,
-    describe_error,
+    checked_identifiers,
     inbox_for_webhook,
-    signed_url,
-    verify_signature,
 )
+from channels_adapters.twilio.errors import describe_error
+from channels_adapters.twilio.signing import candidate_urls, verify_signature
 from contactcenter.actions.delivery import update_message_status
 from contactcenter.actions.inbound import receive_inbound
+from contactcenter.boundary import BoundaryError, clean_text, lookup_key
 from contactcenter.models import Inbox, Message
+from contactcenter.resilience import retry_on_dead_connection
 
 logger = logging.getLogger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-def _urls(request: HttpRequest) -> list[str]:
-    return [signed_url(request.get_full_path()), request.build_absolute_uri()]
-
-
 def _forbidden(reason: str) -> HttpResponse:
     return HttpResponseForbidden(reason, content_type="text/plain")
 
 
+def _bad_request(reason: str) -> HttpResponse:
+    # A 4xx Twilio does not retry: right for a value that can never be valid, however often it is sent.
+    return HttpResponse(reason, status=400, content_type="text/plain")
+
+
 @csrf_exempt
 @require_POST
+@retry_on_dead_connection
 def inbound(request: HttpRequest) -> HttpResponse:
     params = request.POST
     inbox = inbox_for_webhook(params)
@@ -48,7 +55,10 @@ def inbound(request: HttpRequest) -> HttpResponse:
         return _forbidden("No inbox owns this number or Messaging Service.")
     try:
         verify_signature(
-            inbox=inbox, urls=_urls(request), params=params, signature=request.headers.get("X-Twilio-Signature", "")
+            inbox=inbox,
+            urls=candidate_urls(request),
+            params=params,
+            signature=request.headers.get("X-Twilio-Signature", ""),
         )
     except SignatureError as exc:
         logger.warning("SMS webhook for inbox %s refused: %s", inbox.pk, exc)
@@ -57,52 +67,73 @@ def inbound(request: HttpRequest) -> HttpResponse:
         record = TwilioSmsAdapter().parse(inbox, params)
     except AdapterError as exc:
         logger.warning("SMS webhook for inbox %s unparseable: %s", inbox.pk, exc.code)
-        return HttpResponse(exc.message, status=400, content_type="text/plain")
+        return _bad_request(exc.message)
+    except BoundaryError as exc:
+        logger.warning("SMS webhook for inbox %s refused: %s cannot be valid", inbox.pk, exc.field)
+        return _bad_request(str(exc))
     receive_inbound(record)
     return HttpResponse(EMPTY_TWIML, content_type="text/xml")
 
 
 @csrf_exempt
 @require_POST
+@retry_on_dead_connection
 def status_callback(request: HttpRequest) -> HttpResponse:
     params = request.POST
-    sid = str(params.get("MessageSid") or params.get("SmsSid") or "")
-    message = _message_for(sid, request.GET.get("message", ""))
-    if message is None:
+    raw_sid = params.get("MessageSid") or params.get("SmsSid") or ""
+    # Found on raw values (a SID no row could hold matches nothing), verified, and only then cleaned.
+    message = _message_for(lookup_key(raw_sid, max_length=SID_MAX), _our_id(request.GET.get("message", "")))
+    if not raw_sid or message is None:
         # Not ours (or already purged): acknowledge so Twilio stops retrying; nothing to store.
         return HttpResponse(status=204)
     inbox: Inbox = message.inbox
     try:
         verify_signature(
-            inbox=inbox, urls=_urls(request), params=params, signature=request.headers.get("X-Twilio-Signature", "")
+            inbox=inbox,
+            urls=candidate_urls(request),
+            params=params,
+            signature=request.headers.get("X-Twilio-Signature", ""),
         )
     except SignatureError as exc:
         logger.warning("SMS status callback for inbox %s refused: %s", inbox.pk, exc)
         return _forbidden("Invalid signature.")
-    status = str(params.get("MessageStatus") or params.get("SmsStatus") or "")
-    error_code = str(params.get("ErrorCode") or "")
+    try:
+        ids = checked_identifiers(params, STATUS_IDENTIFIER_PARAMS)
+        error_message = clean_text(params.get("ErrorMessage"), field="ErrorMessage", max_length=500, truncate=True)
+    except BoundaryError as exc:
+        logger.warning("SMS status callback for inbox %s refused: %s cannot be valid", inbox.pk, exc.field)
+        return _bad_request(str(exc))
+    status = ids.get("MessageStatus") or ids.get("SmsStatus") or ""
+    error_code = ids.get("ErrorCode", "")
     update_message_status(
         inbox_id=inbox.pk,
         update=StatusUpdate(
-            provider_message_id=sid,
+            provider_message_id=ids.get("MessageSid") or ids["SmsSid"],
             status=TwilioSmsAdapter().map_status(status),
             error_code=error_code,
-            error_message=str(params.get("ErrorMessage") or "") or describe_error(error_code),
+            error_message=error_message or describe_error(error_code),
         ),
         message_id=message.pk,
     )
     return HttpResponse(status=204)
 
 
-def _message_for(sid: str, message_id: str) -> Message | None:
-    if not sid:
-        return None
-    message = Message.objects.select_related("inbox").filter(provider_message_id=sid, inbox__channel_type="sms").first()
-    if message is None and message_id.isdigit():
+def _our_id(raw: str) -> int | None:
+    """Our message id from the callback URL's ?message=, if it can be one (ASCII digits, within bigint)."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+def _message_for(sid: str, message_id: int | None) -> Message | None:
+    message = None
+    if sid:
+        message = (
+            Message.objects.select_related("inbox").filter(provider_message_id=sid, inbox__channel_type="sms").first()
+        )
+    if message is None and message_id is not None:
         # Our own id rides on the callback URL: it settles a send whose API answer was lost.
         message = (
             Message.objects.select_related("inbox")
-            .filter(pk=int(message_id), provider_message_id__isnull=True, inbox__channel_type="sms")
+            .filter(pk=message_id, provider_message_id__isnull=True, inbox__channel_type="sms")
             .first()
         )
     return message

@@ -1,4 +1,5 @@
-"""The only writers for web chat: starting a visit, a visitor's message, a visitor's read receipt.
+"""The only writers for web chat: starting a visit, a visitor's message, a visitor's read receipt, and a
+staff reply sent on by SMS or email when no widget is open.
 
 Messages go through contactcenter's one inbound path (receive_inbound); read receipts through the
 one status action (update_message_status), so statuses move forward only and agents see them live.
@@ -10,6 +11,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,10 +22,15 @@ from channels_adapters.base import InboundMessage, Sender, StatusUpdate
 from channels_adapters.webchat.identity import PortalIdentity
 from channels_adapters.webchat.images import CheckedImage
 from channels_adapters.webchat.models import WebUpload, WebVisitor
+from contactcenter import events
 from contactcenter.actions.consent import record_consent
+from contactcenter.actions.conversations import audience_of, open_outbound_conversation
 from contactcenter.actions.delivery import update_message_status
 from contactcenter.actions.inbound import InboundResult, receive_inbound
+from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import add_identity, resolve_patient
+from contactcenter.api.shapes import message_data
+from contactcenter.boundary import clean_text
 from contactcenter.identities import normalize_email, normalize_phone
 from contactcenter.models import (
     ConsentPurpose,
@@ -34,6 +41,8 @@ from contactcenter.models import (
     Message,
     MessageDirection,
     MessageStatus,
+    Patient,
+    SenderKind,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,11 +60,14 @@ class PreChat:
 
 
 def check_pre_chat(raw: object) -> PreChat:
-    """Validate the pre-chat form: a name, a phone or an email, and the consent box ticked."""
+    """Validate the pre-chat form: a name, a phone or an email, and the consent box ticked.
+
+    The name is the visitor's own words, kept (NUL or a lone surrogate from a JSON escape become U+FFFD,
+    which PostgreSQL can store); the phone and email are normalized or refused."""
     if not isinstance(raw, dict):
         raise ValidationError({"form": ["The form is missing."]})
     errors: dict[str, list[str]] = {}
-    name = str(raw.get("name") or "").strip()[:200]
+    name = clean_text(str(raw.get("name") or "").strip(), field="name", max_length=200, truncate=True)
     if not name:
         errors["name"] = ["Please give your name."]
     phone_raw = str(raw.get("phone") or "").strip()[:40]
@@ -130,9 +142,10 @@ def check_client_id(raw: object) -> str:
 
 
 def check_body(raw: object) -> str:
+    """The visitor's message, kept whatever it holds: NUL and lone surrogates become U+FFFD, so it is stored."""
     if not isinstance(raw, str):
         raise ValidationError("body must be text", code="bad_body")
-    body = raw.strip()
+    body = clean_text(raw.strip(), field="body")
     if not body:
         raise ValidationError("A message cannot be empty.", code="empty")
     if len(body) > settings.WEBCHAT_MAX_MESSAGE_CHARS:
@@ -240,14 +253,82 @@ class OfflineRoute(models.TextChoices):
     EMAIL = "email", "Email"
 
 
-def record_offline_route(*, message_id: int, route: OfflineRoute) -> None:
-    """Flag a staff reply as sent by SMS or email instead of the widget, so the inbox shows how it went.
+# On the copy sent by SMS or email in place of a chat reply; the reply itself carries sent_by_<route>.
+WEBCHAT_REPLY_FLAG = "webchat_reply"
+# The copy's statuses the chat reply takes on: the copy's "sending" is the reply's already.
+FOLLOWED_STATUSES = frozenset(
+    {MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, MessageStatus.FAILED}
+)
 
-    Called by the web chat adapter inside the delivery action's transaction, before it records the send.
+
+def offline_link(copy_id: int) -> str:
+    """The chat reply's provider id when a copy went on by SMS or email: it names the copy, so the copy's
+    status hook finds the reply by the provider-id index."""
+    return f"wc-via-{copy_id}"
+
+
+@transaction.atomic
+def send_offline_copy(
+    *,
+    chat_message_id: int,
+    route: OfflineRoute,
+    inbox: Inbox,
+    patient: Patient,
+    body: str,
+    subject: str = "",
+    attachments: list[dict[str, Any]] | None = None,
+) -> Message:
+    """Send a chat reply on to the patient by SMS or email, through the one outbound path.
+
+    The copy goes on the patient's conversation in `inbox` (a pending one is opened if there is none), as a
+    service message authored by the agent who wrote the reply, flagged as a web chat reply; the reply is
+    flagged sent_by_<route>, with an event so open inboxes show it. Called by the web chat adapter inside
+    the delivery action's transaction: the copy is delivered after that commits, and never if it rolls back.
     """
-    with transaction.atomic():
-        message = Message.objects.select_for_update(of=("self",)).get(pk=message_id)
-        flag = f"sent_by_{route.value}"
-        if flag not in message.flags:
-            message.flags = [*message.flags, flag]
-            message.save(update_fields=["flags"])
+    reply = Message.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=chat_message_id)
+    conversation = open_outbound_conversation(inbox=inbox, patient=patient)
+    if subject and not conversation.subject:
+        # An email's subject is its conversation's (delivery reads it from there).
+        conversation.subject = subject[:255]
+        conversation.save(update_fields=["subject"])
+    copy = send_outbound(
+        conversation=conversation,
+        body=body,
+        author=reply.author,
+        sender_kind=SenderKind.SYSTEM,
+        attachments=attachments,
+        purpose=ConsentPurpose.SERVICE,
+        flags=[WEBCHAT_REPLY_FLAG],
+    )
+    _flag_reply(reply, route)
+    return copy
+
+
+def _flag_reply(reply: Message, route: OfflineRoute) -> None:
+    """Flag a staff reply as sent by SMS or email instead of the widget, so the inbox shows how it went."""
+    flag = f"sent_by_{route.value}"
+    if flag in reply.flags:
+        return
+    reply.flags = [*reply.flags, flag]
+    reply.save(update_fields=["flags"])
+    # A message.add for a message the client already has replaces its copy (the inbox and the widget both
+    # upsert by id), so the flag shows live without an event type of its own.
+    events.record(events.MessageAdded(message=message_data(reply)), audience_of(reply.conversation))
+
+
+def follow_offline_copy(*, message: Message, old: str, new: str) -> None:
+    """A status hook: the chat reply takes on its SMS or email copy's status (sent, delivered, undelivered,
+    failed, with the provider's reason), through the one status action, forward only and announced."""
+    if WEBCHAT_REPLY_FLAG not in message.flags:
+        return
+    link = offline_link(message.pk)
+    inbox_id = Message.objects.filter(provider_message_id=link).values_list("inbox_id", flat=True).first()
+    if inbox_id is None:
+        logger.warning("offline copy %s has no chat reply to update", message.pk)
+        return
+    update_message_status(
+        inbox_id=inbox_id,
+        update=StatusUpdate(
+            provider_message_id=link, status=new, error_code=message.error_code, error_message=message.error_message
+        ),
+    )

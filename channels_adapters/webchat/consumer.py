@@ -38,13 +38,16 @@ from django.core.exceptions import ValidationError
 from channels_adapters.webchat import actions, limits, selectors
 from channels_adapters.webchat.identity import sign_visitor, unsign_visitor, verify_portal_identity
 from channels_adapters.webchat.models import WebVisitor
-from contactcenter import events
-from contactcenter.models import ChannelType, Inbox
+from contactcenter import events, layers
+from contactcenter.models import Inbox
 
 logger = logging.getLogger(__name__)
 
 BATCH = 200
 IDLE_CATCH_UP_SECONDS = 20.0
+IDLE_TICK_SECONDS = 1.0
+# While the channel layer cannot carry hints (Redis restarting), the widget reads the event table this often.
+DEGRADED_CATCH_UP_SECONDS = 2.0
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_INBOX = 4404
 CLOSE_TOO_MANY = 4429
@@ -283,12 +286,33 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_json({"type": "events", "events": batch, "last_event_id": cursor})
 
     async def _idle_catch_up(self) -> None:
+        generation = layers.generation(self.channel_layer)
+        waited = 0.0
         while True:
-            await asyncio.sleep(IDLE_CATCH_UP_SECONDS)
-            if self.visitor is not None:
+            await asyncio.sleep(IDLE_TICK_SECONDS)
+            waited += IDLE_TICK_SECONDS
+            # While the channel layer is down no hint arrives: read the event table more often. When it comes
+            # back, re-join the groups (a join may have been skipped during the outage).
+            back = layers.generation(self.channel_layer) != generation
+            up = layers.available(self.channel_layer)
+            every = IDLE_CATCH_UP_SECONDS if up else DEGRADED_CATCH_UP_SECONDS
+            if self.visitor is None or not (back or waited >= every):
+                continue
+            if not up:
+                # Probe: a join that goes through tells the layer Redis is back (see the agent consumer).
+                for group in list(self.groups_joined):
+                    await self.channel_layer.group_add(group, self.channel_name)
+            generation, waited = layers.generation(self.channel_layer), 0.0
+            try:
+                if back:
+                    for group in list(self.groups_joined):
+                        await self.channel_layer.group_add(group, self.channel_name)
                 await sync_to_async(limits.widget_alive)(self.visitor.visitor_id)
                 await self._follow(await self._conversation_ids(self.visitor))
                 await self._catch_up()
+            except Exception:
+                # This loop is the widget's safety net: a database or cache hiccup must not end it.
+                logger.exception("web chat socket of visitor %s: idle catch-up failed", self.visitor.pk)
 
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
@@ -307,9 +331,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _inbox(self, token: str) -> Inbox | None:
-        if not token or len(token) > 40:
-            return None
-        return Inbox.objects.filter(public_token=token, channel_type=ChannelType.WEBCHAT, is_active=True).first()
+        return selectors.webchat_inbox(token)
 
     @database_sync_to_async
     def _staffed(self) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.core import signing
 from django.core.exceptions import ValidationError
 
+from contactcenter.boundary import has_lone_surrogate
 from contactcenter.identities import normalize_identity
 from contactcenter.models import IdentityKind, Inbox
 
@@ -28,7 +29,8 @@ def sign_visitor(*, inbox: Inbox, visitor_id: str) -> str:
 
 def unsign_visitor(*, inbox: Inbox, token: object) -> str | None:
     """The visitor id behind a token for this inbox, or None when it is forged, garbled or another inbox's."""
-    if not isinstance(token, str) or len(token) > 400:
+    # Tokens we issue are ASCII; anything else (a lone surrogate from a JSON escape) is not one of ours.
+    if not isinstance(token, str) or len(token) > 400 or not token.isascii():
         return None
     try:
         data = signing.loads(token, salt=_SALT)
@@ -59,6 +61,9 @@ def verify_portal_identity(*, inbox: Inbox, user_id: object, user_hash: object) 
     """The patient identity the portal vouched for, or ValidationError. No secret configured: refused."""
     secret = identity_secret(inbox)
     if not secret or not isinstance(user_id, str) or not isinstance(user_hash, str) or len(user_id) > 128:
+        raise ValidationError("identity not verified", code="identity_refused")
+    # A hex HMAC is ASCII (compare_digest refuses other text), and a lone surrogate cannot be UTF-8 encoded.
+    if not user_hash.isascii() or has_lone_surrogate(user_id):
         raise ValidationError("identity not verified", code="identity_refused")
     if not hmac.compare_digest(identity_hash(secret, user_id), user_hash.lower()):
         raise ValidationError("identity not verified", code="identity_refused")

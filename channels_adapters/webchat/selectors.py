@@ -10,6 +10,7 @@ from django.utils import timezone
 from channels_adapters.webchat.models import WebUpload, WebVisitor
 from contactcenter.access import StaffUser, can_view_conversation
 from contactcenter.actions.patients import live_patient
+from contactcenter.boundary import lookup_key
 from contactcenter.models import (
     AgentProfile,
     Availability,
@@ -98,7 +99,9 @@ def _visitor_images(attachments: object) -> list[dict[str, Any]]:
 
 
 def webchat_inbox(token: str) -> Inbox | None:
-    if not token or len(token) > 40:
+    # From the URL path, where %00 decodes to a NUL that PostgreSQL would refuse: such a token matches nothing.
+    token = lookup_key(token, max_length=40)
+    if not token:
         return None
     return Inbox.objects.filter(public_token=token, channel_type=ChannelType.WEBCHAT, is_active=True).first()
 

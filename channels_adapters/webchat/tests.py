@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from channels import DEFAULT_CHANNEL_LAYER
@@ -24,8 +25,11 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from twilio.request_validator import RequestValidator
 
+import channels_adapters.twilio.transport
 from channels_adapters.simulator.models import SimulatedDelivery
+from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
 from channels_adapters.webchat import actions, limits
 from channels_adapters.webchat.identity import identity_hash, sign_visitor
 from channels_adapters.webchat.models import WebUpload, WebVisitor
@@ -40,6 +44,7 @@ from contactcenter.models import (
     ConsentChange,
     ConsentSource,
     Conversation,
+    Event,
     IdentityKind,
     Inbox,
     Message,
@@ -47,9 +52,11 @@ from contactcenter.models import (
     Patient,
     PatientIdentity,
     Role,
+    SenderKind,
     Team,
 )
 from tests.conftest import make_staff
+from tests.twilio_fake import RecordingTwilioHttpClient, fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,6 +66,9 @@ QUIET = 0.5
 SECRET_ENV = "WEBCHAT_TEST_IDENTITY_SECRET"
 SECRET = "portal-shared-secret-for-tests"
 PATIENT_PHONE = "+8613800138000"
+TWILIO_TOKEN = "webchat-test-auth-token-0123456789"
+TWILIO_ACCOUNT = "AC8f0e3b5e2f2a4c6d9b1a7e5c3d2f1a0b"
+HOSPITAL_NUMBER = "+8610123456780"
 
 _ips = (f"10.9.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
@@ -68,6 +78,7 @@ class Chat:
     team: Team
     inbox: Inbox
     sms_inbox: Inbox
+    email_inbox: Inbox
     agent: Any
 
 
@@ -86,6 +97,7 @@ def chat(monkeypatch: pytest.MonkeyPatch) -> Chat:
     monkeypatch.setenv(SECRET_ENV, SECRET)
     team = Team.objects.create(code="service", name="Patient Service Center", name_zh="客服中心")
     sms_inbox = Inbox.objects.create(name="SMS", channel_type=ChannelType.SIMULATOR, team=team, auto_assign=False)
+    email_inbox = Inbox.objects.create(name="Email", channel_type=ChannelType.EMAIL, team=team, auto_assign=False)
     inbox = Inbox.objects.create(
         name="Website chat",
         channel_type=ChannelType.WEBCHAT,
@@ -96,10 +108,11 @@ def chat(monkeypatch: pytest.MonkeyPatch) -> Chat:
             "consent_text": {"en": "I agree.", "zh-hans": "我同意。"},
             "identity_secret_env": SECRET_ENV,
             "offline_sms_inbox_id": sms_inbox.pk,
+            "offline_email_inbox_id": email_inbox.pk,
         },
     )
     agent = make_staff("alice", Role.AGENT, [team], availability=Availability.ONLINE)
-    return Chat(team=team, inbox=inbox, sms_inbox=sms_inbox, agent=agent)
+    return Chat(team=team, inbox=inbox, sms_inbox=sms_inbox, email_inbox=email_inbox, agent=agent)
 
 
 Opener = Callable[..., Awaitable[WebsocketCommunicator]]
@@ -390,7 +403,8 @@ async def test_typing_both_ways(chat: Chat, open_widget: Opener) -> None:
 
 async def test_reconnect_with_last_event_id_gets_exactly_what_was_missed(chat: Chat, open_widget: Opener) -> None:
     widget = await open_widget()
-    ready = await start(widget)
+    # No phone, and email is off in the tests: the replies wait for the widget rather than go by SMS.
+    ready = await start(widget, phone="", email="fang@example.com")
     await say(widget, "Hello", "c1")
     cursor = widget.cursor
     assert cursor > ready["last_event_id"]
@@ -510,6 +524,88 @@ async def test_bad_client_id_is_refused(open_widget: Opener) -> None:
     await assert_usable(widget)
 
 
+async def test_a_message_with_nul_and_lone_surrogates_is_stored_with_replacement_characters(
+    open_widget: Opener,
+) -> None:
+    widget = await open_widget()
+    await start(widget)
+    # As a browser's JSON.stringify sends them: escapes, which json.loads turns into NUL and a lone surrogate.
+    await widget.send_to(text_data='{"op": "message", "body": "pain\\u0000 here \\ud800 now", "client_id": "c1"}')
+    while (frame := await widget.receive_json_from(timeout=FRAME_TIMEOUT))["type"] != "ack":
+        assert frame["type"] == "events", frame
+    message = await db(lambda: Message.objects.get(pk=frame["message_id"]))
+    assert message.body == "pain\ufffd here \ufffd now"
+    await assert_usable(widget)
+
+
+async def test_a_pre_chat_name_with_nul_and_a_lone_surrogate_is_stored_cleaned(open_widget: Opener) -> None:
+    widget = await open_widget()
+    await widget.send_to(
+        text_data='{"op": "start", "form": '
+        '{"name": "Wang\\u0000 \\udfff Fang", "phone": "13800138001", "consent": true}}'
+    )
+    assert (await widget.receive_json_from(timeout=FRAME_TIMEOUT))["type"] == "session"
+    assert (await widget.receive_json_from(timeout=FRAME_TIMEOUT))["type"] == "ready"
+    visitor = await db(lambda: WebVisitor.objects.select_related("patient").get())
+    assert visitor.name == visitor.patient.name == "Wang\ufffd \ufffd Fang"
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ('{"name": "Li", "email": "li@kanghua\\ud800.example", "consent": true}', "email"),
+        ('{"name": "Li", "email": "li\\u0000@kanghua.example", "consent": true}', "email"),
+        ('{"name": "Li", "phone": "\\ud800", "consent": true}', "phone"),
+    ],
+)
+async def test_pre_chat_contact_details_that_cannot_be_stored_are_refused_field_by_field(
+    open_widget: Opener, form: str, field: str
+) -> None:
+    widget = await open_widget()
+    await widget.send_to(text_data='{"op": "start", "form": ' + form + "}")
+    error = await expect_error(widget, "invalid_form")
+    assert field in error["fields"]
+    assert await db(lambda: WebVisitor.objects.count()) == 0
+    await assert_usable(widget)
+
+
+@pytest.mark.parametrize(
+    "identity",
+    ['{"id": "MRN\\ud800", "hash": "00"}', '{"id": "MRN100042", "hash": "\\u00e9\\u00e9"}', '{"id": "MRN\\u0000"}'],
+)
+async def test_a_portal_identity_that_cannot_be_ours_is_refused(chat: Chat, open_widget: Opener, identity: str) -> None:
+    widget = await open_widget()
+    await widget.send_to(
+        text_data='{"op": "start", "form": {"name": "Li", "phone": "13800138001", "consent": true}, "identity": '
+        + identity
+        + "}"
+    )
+    await expect_error(widget, "identity_refused")
+    assert await db(lambda: WebVisitor.objects.count()) == 0
+    await assert_usable(widget)
+
+
+async def test_a_visitor_token_with_a_lone_surrogate_is_an_unknown_visitor(open_widget: Opener) -> None:
+    widget = await open_widget()
+    await widget.send_to(text_data='{"op": "resume", "visitor_token": "abc:\\ud800", "last_event_id": null}')
+    await expect_error(widget, "unknown_visitor")
+    await assert_usable(widget)
+
+
+async def test_an_inbox_token_with_a_nul_is_refused_as_unknown(open_widget: Opener) -> None:
+    widget = await open_widget(token="abc%00def", expect=False)
+    assert widget.close_code == 4404
+
+
+def test_an_upload_to_an_inbox_token_with_a_nul_is_404(chat: Chat, media: Path) -> None:
+    token = new_visitor(chat)
+    response = Client(REMOTE_ADDR=next(_ips)).post(
+        "/webchat/abc%00def/upload/", {"client_id": "img-1"}, headers={"X-Visitor-Token": token, "Origin": ORIGIN}
+    )
+    assert response.status_code == 404
+    assert Message.objects.count() == 0
+
+
 # --- offline ---------------------------------------------------------------------------------------------
 
 
@@ -532,6 +628,12 @@ async def test_outside_business_hours_means_offline(chat: Chat, open_widget: Ope
     assert widget.welcome["staffed"] is False
 
 
+def offline_copy_of(reply: Message) -> Message:
+    """The SMS or email a chat reply went on as: its provider id names the copy (actions.offline_link)."""
+    assert reply.provider_message_id is not None and reply.provider_message_id.startswith("wc-via-")
+    return Message.objects.select_related("conversation").get(pk=int(reply.provider_message_id.rsplit("-", 1)[1]))
+
+
 async def test_reply_goes_by_sms_when_the_widget_is_closed(chat: Chat, open_widget: Opener) -> None:
     widget = await open_widget()
     await start(widget)
@@ -541,9 +643,155 @@ async def test_reply_goes_by_sms_when_the_widget_is_closed(chat: Chat, open_widg
     assert not limits.widget_open(visitor.visitor_id)
     reply = await agent_replies(chat, "We will call you at 3 pm.")
     delivery = await db(lambda: SimulatedDelivery.objects.get())
-    assert delivery.to == "+8613800138001" and delivery.body.endswith("We will call you at 3 pm.")
+    assert delivery.to == "+8613800138001" and delivery.body == "We will call you at 3 pm."
     assert delivery.inbox_id == chat.sms_inbox.pk
-    assert reply.status == MessageStatus.SENT and reply.provider_message_id == delivery.provider_message_id
+    # The copy is an ordinary SMS on the patient's conversation in the SMS inbox, sent through the outbound
+    # path by the agent who wrote the reply; the simulator reported it delivered, and the reply followed.
+    copy = await db(lambda: offline_copy_of(reply))
+    assert (copy.inbox_id, copy.conversation.patient_id) == (chat.sms_inbox.pk, visitor.patient_id)
+    assert (copy.direction, copy.sender_kind, copy.author_id) == ("out", SenderKind.SYSTEM, chat.agent.pk)
+    assert copy.flags == [actions.WEBCHAT_REPLY_FLAG]
+    assert copy.provider_message_id == delivery.provider_message_id
+    assert copy.status == MessageStatus.DELIVERED
+    assert reply.flags == ["sent_by_sms"]
+    assert reply.status == MessageStatus.DELIVERED
+
+
+@dataclass
+class TwilioChat:
+    chat: Chat
+    sms_inbox: Inbox
+    twilio_api: RecordingTwilioHttpClient
+
+
+@pytest.fixture
+def twilio_chat(chat: Chat, monkeypatch: pytest.MonkeyPatch, settings: Any) -> TwilioChat:
+    """The web chat inbox sending its offline replies through a Twilio SMS inbox: the real twilio SDK, its
+    HTTP client the recording fake, and Twilio's status callbacks signed with the inbox's token."""
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+    settings.PUBLIC_BASE_URL = "http://testserver"
+    fake = RecordingTwilioHttpClient()
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
+    sms_inbox = save_sms_inbox(
+        inbox=None,
+        settings=SmsInboxSettings(
+            name="Hospital SMS",
+            team=chat.team,
+            account_sid=TWILIO_ACCOUNT,
+            auth_token_env="TWILIO_AUTH_TOKEN",
+            phone_numbers=[HOSPITAL_NUMBER],
+            messaging_service_sid="",
+            auto_assign=False,
+        ),
+    )
+    chat.inbox.config = {
+        **chat.inbox.config,
+        "offline_sms_inbox_id": sms_inbox.pk,
+        "offline_sms_prefix": "【康华医院】",
+    }
+    chat.inbox.save(update_fields=["config"])
+    return TwilioChat(chat=chat, sms_inbox=sms_inbox, twilio_api=fake)
+
+
+def twilio_reports(message: Message, fixture_name: str) -> int:
+    """Twilio's signed status callback for `message`, as it posts it to the URL the send gave it."""
+    params = {
+        **fixture(fixture_name),
+        "MessageSid": message.provider_message_id,
+        "SmsSid": message.provider_message_id,
+    }
+    path = f"/webhooks/twilio/sms/status/?message={message.pk}"
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(f"http://testserver{path}", params)
+    response = Client().post(
+        path, urlencode(params), content_type="application/x-www-form-urlencoded", HTTP_X_TWILIO_SIGNATURE=signature
+    )
+    return int(response.status_code)
+
+
+def reply_events(reply: Message) -> list[tuple[str, str, Any]]:
+    """What the agents' sockets were told about the reply, in order: (type.op, status, flags)."""
+    found = []
+    for event in Event.objects.filter(conversation_id=reply.conversation_id).order_by("id"):
+        payload = event.payload
+        if event.op == "update_status" and payload["message_id"] == reply.pk:
+            found.append(("message.update_status", payload["status"], None))
+        elif event.op == "add" and event.type == "message" and payload["message"]["id"] == reply.pk:
+            found.append(("message.add", payload["message"]["status"], payload["message"]["flags"]))
+    return found
+
+
+async def reply_with_widget_closed(twilio_chat: TwilioChat, open_widget: Opener, body: str) -> Message:
+    widget = await open_widget()
+    await start(widget)
+    await say(widget, "Can I come on Friday instead?", "c1")
+    await widget.disconnect()
+    return await agent_replies(twilio_chat.chat, body)
+
+
+async def test_offline_sms_statuses_from_twilios_signed_callbacks_reach_the_chat_reply_live(
+    twilio_chat: TwilioChat, open_widget: Opener
+) -> None:
+    reply = await reply_with_widget_closed(twilio_chat, open_widget, "Yes, Friday 10:00 is booked.")
+
+    [request] = twilio_chat.twilio_api.requests
+    assert (request.data["To"], request.data["From"]) == ("+8613800138001", HOSPITAL_NUMBER)
+    # The inbox's prefix and the agent's words: nothing else, nothing clinical, is added.
+    assert request.data["Body"] == "【康华医院】Yes, Friday 10:00 is booked."
+    copy = await db(lambda: offline_copy_of(reply))
+    assert copy.inbox_id == twilio_chat.sms_inbox.pk
+    assert request.data["StatusCallback"].endswith(f"/webhooks/twilio/sms/status/?message={copy.pk}")
+    # Twilio took it ("queued"): both are sending until Twilio says more.
+    assert (copy.status, reply.status) == (MessageStatus.SENDING, MessageStatus.SENDING)
+    assert reply.flags == ["sent_by_sms"]
+
+    assert await db(lambda: twilio_reports(copy, "status_sent.json")) == 204
+    assert await db(lambda: twilio_reports(copy, "status_delivered.json")) == 204
+
+    copy = await db(lambda: Message.objects.get(pk=copy.pk))
+    reply = await db(lambda: Message.objects.get(pk=reply.pk))
+    assert (copy.status, reply.status) == (MessageStatus.DELIVERED, MessageStatus.DELIVERED)
+    assert reply.sent_at is not None and reply.delivered_at is not None
+    # Every step of the reply was an event, so an open inbox showed it as it happened.
+    assert await db(lambda: reply_events(reply)) == [
+        ("message.add", MessageStatus.QUEUED, []),
+        ("message.update_status", MessageStatus.SENDING, None),
+        ("message.add", MessageStatus.SENDING, ["sent_by_sms"]),
+        ("message.update_status", MessageStatus.SENT, None),
+        ("message.update_status", MessageStatus.DELIVERED, None),
+    ]
+    # A late or repeated callback changes nothing.
+    assert await db(lambda: twilio_reports(copy, "status_sent.json")) == 204
+    assert (await db(lambda: Message.objects.get(pk=reply.pk))).status == MessageStatus.DELIVERED
+
+
+async def test_an_undelivered_offline_sms_marks_the_chat_reply_undelivered_with_twilios_reason(
+    twilio_chat: TwilioChat, open_widget: Opener
+) -> None:
+    reply = await reply_with_widget_closed(twilio_chat, open_widget, "Yes, Friday 10:00 is booked.")
+    copy = await db(lambda: offline_copy_of(reply))
+
+    assert await db(lambda: twilio_reports(copy, "status_undelivered_30003.json")) == 204
+
+    reply = await db(lambda: Message.objects.get(pk=reply.pk))
+    copy = await db(lambda: Message.objects.get(pk=copy.pk))
+    assert copy.status == reply.status == MessageStatus.UNDELIVERED
+    assert copy.error_code == reply.error_code == "30003"
+    assert reply.error_message == copy.error_message != ""
+
+
+async def test_a_typed_phone_of_another_patient_gets_no_sms_of_this_chat(
+    twilio_chat: TwilioChat, open_widget: Opener
+) -> None:
+    owner = await db(
+        lambda: create_patient(fields={"name": "Zhao Min"}, identities=[(IdentityKind.PHONE, "+8613800138001")])
+    )
+    reply = await reply_with_widget_closed(twilio_chat, open_widget, "Answer")
+
+    # The phone was never attached to the visitor's record, so the answer is not texted to it, nor put in
+    # the SMS thread of the patient who owns the number: it waits in the chat.
+    assert twilio_chat.twilio_api.requests == []
+    assert await db(lambda: Message.objects.filter(conversation__patient=owner).count()) == 0
+    assert reply.status == MessageStatus.SENT and reply.flags == []
 
 
 async def test_reply_without_phone_waits_for_the_next_visit(chat: Chat, open_widget: Opener) -> None:

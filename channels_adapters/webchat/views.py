@@ -15,11 +15,13 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from channels_adapters.simulator.guard import from_this_machine
 from channels_adapters.webchat import actions, limits, selectors
 from channels_adapters.webchat.identity import identity_hash, identity_secret, unsign_visitor
 from channels_adapters.webchat.images import check_image
 from channels_adapters.webchat.models import WebUpload, WebVisitor
-from contactcenter.models import ChannelType, Inbox
+from contactcenter.actions.audit import audit_read
+from contactcenter.models import AuditAction, ChannelType, Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ def demo_page(request: HttpRequest) -> HttpResponse:
     user_id = request.GET.get("user", "")[:128]
     user_hash = request.GET.get("hash", "")[:128]
     sign_as = request.GET.get("sign_as", "")[:128]
-    if sign_as and settings.SIMULATOR_ENABLED and identity_secret(inbox):
+    # Signing as any patient is a simulator feature: this machine only, like the simulator's pages.
+    if sign_as and settings.SIMULATOR_ENABLED and from_this_machine(request) and identity_secret(inbox):
         user_id, user_hash = sign_as, identity_hash(identity_secret(inbox), sign_as)
     return render(
         request,
@@ -180,4 +183,15 @@ def staff_file(request: HttpRequest, name: str) -> HttpResponseBase:
     upload = selectors.upload_for_staff(user=request.user, name=name)
     if upload is None:
         raise Http404("no such image")
-    return _file_response(upload)
+    response = _file_response(upload)
+    # A patient's photo is patient data like their messages: audited once the file is known to be served.
+    conversation = upload.message.conversation
+    audit_read(
+        request,
+        action=AuditAction.VIEW_ATTACHMENT,
+        patient_id=conversation.patient_id,
+        object_type="web_upload",
+        object_id=upload.pk,
+        detail={"conversation_id": conversation.pk, "message_id": upload.message_id},
+    )
+    return response

@@ -10,22 +10,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from channels_adapters.base import (
     AdapterError,
     ChannelAdapter,
+    LooksUpSent,
+    LooksUpStatus,
     OutboundMessage,
+    PreparesBatches,
     SendResult,
     StatusUpdate,
+    Unconfirmed,
     adapter_for,
-    channels_that_can,
+    channels_with,
 )
 from contactcenter import events
 from contactcenter.actions.conversations import audience_of
 from contactcenter.bulk_update import update_rows
-from contactcenter.models import Message, MessageStatus, PatientIdentity
+from contactcenter.models import Message, MessageDirection, MessageStatus, PatientIdentity
 from contactcenter.status_hooks import run_status_hooks
 from contactcenter.taskrunner import enqueue
 
@@ -186,8 +191,11 @@ def deliver_batch(
         if message.inbox_id not in adapters:
             try:
                 adapter = adapter_for(message.inbox)
-                prepare = getattr(adapter, "prepare", None)
-                if prepare is not None and prepare(message.inbox) and settings.DELIVERY_CONCURRENCY > 1:
+                if (
+                    isinstance(adapter, PreparesBatches)
+                    and adapter.prepare(message.inbox)
+                    and settings.DELIVERY_CONCURRENCY > 1
+                ):
                     concurrent.add(message.inbox_id)
                 adapters[message.inbox_id] = adapter
             except AdapterError:
@@ -431,27 +439,40 @@ def abandon_delivery(*, message_id: int, reason: str) -> None:
 class Reconciled:
     found: int = 0
     requeued: int = 0
+    failed: int = 0
     unknown: int = 0
+
+    @property
+    def settled(self) -> int:
+        return self.found + self.requeued + self.failed
 
 
 def reconcile_unconfirmed(*, now: dt.datetime | None = None, limit: int = 200) -> Reconciled:
     """Settle messages handed to a provider whose answer was never saved: "sending", no provider id, and no
     status callback for DELIVERY_UNCONFIRMED_MINUTES (a worker killed between the request and saving its
-    answer, or before the request of a claimed block). The provider is asked, through the adapter's
-    `find_sent`: a message it has gets its id and status; one it does not have goes back to queued and is
-    delivered again; when the provider cannot say (unreachable), the message waits for the next sweep.
+    answer, or before the request of a claimed block). Every such message ends settled, never "sending"
+    forever:
 
-    Channels whose adapter has no `find_sent` are not looked at. The wait is long enough for the
-    provider's own records to show the message, so "not there" means it never arrived.
+    - a channel that can look a send up (LooksUpSent) is asked: a message the provider has gets its id and
+      status; one it does not have goes back to queued and is delivered again. When the provider cannot say
+      (unreachable, an unreadable answer) the message waits for the next sweep, until
+      DELIVERY_UNCONFIRMED_GIVE_UP_HOURS, when it is failed with that reason for staff to check and resend;
+    - a channel that cannot look up follows its adapter's `unconfirmed` rule: sent again where a second copy
+      is harmless (Unconfirmed.RESEND), else failed with the reason (Unconfirmed.FAIL), because a blind
+      resend could reach the patient twice.
+
+    The wait is long enough for the provider's own records to show the message, so "not there" means it
+    never arrived. One message's trouble is logged and left for the next sweep; it never stops the others.
     """
     now = now or timezone.now()
     cutoff = now - dt.timedelta(minutes=settings.DELIVERY_UNCONFIRMED_MINUTES)
+    give_up = now - dt.timedelta(hours=settings.DELIVERY_UNCONFIRMED_GIVE_UP_HOURS)
     rows = list(
         Message.objects.filter(
             status=MessageStatus.SENDING,
+            direction=MessageDirection.OUTBOUND,
             provider_message_id__isnull=True,
             status_changed_at__lt=cutoff,
-            inbox__channel_type__in=channels_that_can("find_sent"),
         )
         .select_related("conversation", "inbox")
         .order_by("status_changed_at", "pk")[:limit]
@@ -464,34 +485,178 @@ def reconcile_unconfirmed(*, now: dt.datetime | None = None, limit: int = 200) -
             except AdapterError:
                 adapters[message.inbox_id] = None
     addresses = _newest_addresses(rows, adapters)
-    found = requeued = unknown = 0
+    counts = {"found": 0, "requeued": 0, "failed": 0, "unknown": 0}
     for message in rows:
-        adapter = adapters[message.inbox_id]
-        find_sent = getattr(adapter, "find_sent", None)
-        address = addresses.get((message.conversation.patient_id, message.inbox_id))
-        if find_sent is None or address is None:
-            unknown += 1
-            continue
-        outbound = _outbound(message, address)
         try:
-            # The claim's moment, less a little for clocks: the provider cannot have it from before then.
-            result = find_sent(outbound, since=message.status_changed_at - dt.timedelta(minutes=2))
-        except AdapterError as exc:
-            logger.warning("message %s: could not ask the provider (%s); next sweep", message.pk, exc.code)
-            unknown += 1
-            continue
-        if result is not None:
-            update_message_status(
-                inbox_id=message.inbox_id,
-                update=StatusUpdate(provider_message_id=result.provider_message_id, status=result.status),
-                message_id=message.pk,
+            outcome = _settle_unconfirmed(
+                message,
+                adapters[message.inbox_id],
+                addresses.get((message.conversation.patient_id, message.inbox_id)),
+                give_up=give_up,
             )
-            found += 1
-        elif _requeue_unsent(message.pk):
-            requeued += 1
+        except Exception:
+            # Whatever went wrong with this one (a provider answer we could not read, a database error),
+            # the others are still settled; this one is looked at again next sweep.
+            logger.exception("message %s: unconfirmed send not settled this sweep", message.pk)
+            outcome = "unknown"
+        counts[outcome] += 1
     if rows:
-        logger.warning("unconfirmed sends: %d found at the provider, %d requeued, %d unknown", found, requeued, unknown)
-    return Reconciled(found=found, requeued=requeued, unknown=unknown)
+        logger.warning(
+            "unconfirmed sends: %(found)d found at the provider, %(requeued)d requeued, %(failed)d failed, "
+            "%(unknown)d unknown",
+            counts,
+        )
+    return Reconciled(**counts)
+
+
+def _settle_unconfirmed(
+    message: Message, adapter: ChannelAdapter | None, address: str | None, *, give_up: dt.datetime
+) -> str:
+    if adapter is None:
+        return "failed" if _fail_unconfirmed(message.pk, "the inbox's channel can no longer send") else "unknown"
+    if not isinstance(adapter, LooksUpSent):
+        if adapter.unconfirmed == Unconfirmed.RESEND:
+            return "requeued" if _requeue_unsent(message.pk) else "unknown"
+        reason = "the send was interrupted and cannot be confirmed with the provider; check before resending"
+        return "failed" if _fail_unconfirmed(message.pk, reason) else "unknown"
+    if address is None:
+        return (
+            "failed"
+            if _fail_unconfirmed(message.pk, "the patient has no address to look the send up by")
+            else "unknown"
+        )
+    outbound = _outbound(message, address)
+    # The claim's moment, less a little for clocks: the provider cannot have it from before then.
+    since = message.status_changed_at - dt.timedelta(minutes=2)
+    try:
+        result = adapter.find_sent(outbound, since=since, exclude=_attached_provider_ids(message, since))
+    except AdapterError as exc:
+        if message.status_changed_at < give_up:
+            reason = f"the provider could not confirm this send for {settings.DELIVERY_UNCONFIRMED_GIVE_UP_HOURS} h"
+            return "failed" if _fail_unconfirmed(message.pk, reason) else "unknown"
+        logger.warning("message %s: could not ask the provider (%s); next sweep", message.pk, exc.code)
+        return "unknown"
+    if result is None:
+        return "requeued" if _requeue_unsent(message.pk) else "unknown"
+    try:
+        update_message_status(
+            inbox_id=message.inbox_id,
+            update=StatusUpdate(provider_message_id=result.provider_message_id, status=result.status),
+            message_id=message.pk,
+        )
+    except IntegrityError:
+        # Another row took that provider id between the lookup and now; ask again next sweep.
+        logger.warning("message %s: the provider's match is attached to another message; next sweep", message.pk)
+        return "unknown"
+    return "found"
+
+
+def _attached_provider_ids(message: Message, since: dt.datetime) -> frozenset[str]:
+    """Provider ids already on our other messages to this patient from this inbox, sent since `since`: a
+    lookup must not take one of those for `message` (two identical replies, one confirmed, one not)."""
+    ids = (
+        Message.objects.filter(
+            inbox_id=message.inbox_id,
+            conversation__patient_id=message.conversation.patient_id,
+            direction=MessageDirection.OUTBOUND,
+            provider_message_id__isnull=False,
+            created_at__gte=since - dt.timedelta(days=1),
+        )
+        .exclude(pk=message.pk)
+        .values_list("provider_message_id", flat=True)
+    )
+    return frozenset(i for i in ids if i)
+
+
+@transaction.atomic
+def _fail_unconfirmed(message_id: int, reason: str) -> bool:
+    message = (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("conversation")
+        .filter(pk=message_id, status=MessageStatus.SENDING, provider_message_id__isnull=True)
+        .first()
+    )
+    if message is None:
+        return False
+    _fail(message, AdapterError(reason, permanent=True, code="unconfirmed"))
+    return True
+
+
+def redeliver_stalled(*, now: dt.datetime | None = None, limit: int = 5000) -> int:
+    """Hand queued outbound messages whose delivery task was lost to delivery again; returns how many.
+
+    A message is written "queued" and its task enqueued after commit. The task is lost when the broker was
+    down at that moment (enqueue logs and goes on: the message is saved and the agent was told so), when the
+    in-process runner's server stopped, or when a worker died holding it. Any of those leaves the row queued
+    with no provider id: after DELIVERY_STALLED_SECONDS (or, for one waiting on a transient error's retry,
+    after that retry's whole backoff has had time to run) it is enqueued again. Exactly once still holds:
+    delivery claims a message queued → sending in a committed compare-and-set, so a late original task and
+    this one never both send it. Campaign messages are included; the campaign's own sweep does the same.
+    """
+    now = now or timezone.now()
+    stalled = Message.objects.filter(
+        direction=MessageDirection.OUTBOUND,
+        status=MessageStatus.QUEUED,
+        provider_message_id__isnull=True,
+        status_changed_at__lt=now - dt.timedelta(seconds=settings.DELIVERY_STALLED_SECONDS),
+    ).exclude(error_message__gt="", status_changed_at__gte=now - RETRY_WINDOW)
+    ids = list(stalled.order_by("status_changed_at", "pk").values_list("pk", flat=True)[:limit])
+    if not ids:
+        return 0
+    # Restarts the clock, so the next sweep does not hand them over again while the task waits in the queue.
+    Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(status_changed_at=now)
+    for message_id in ids:
+        enqueue("contactcenter.tasks.deliver_message", message_id=message_id)
+    logger.warning("%d stalled outbound message(s) handed to delivery again", len(ids))
+    return len(ids)
+
+
+def poll_unsettled_statuses(*, now: dt.datetime | None = None, limit: int = 100) -> int:
+    """Ask the provider about messages it accepted whose status never moved on: "sending" with a provider id for
+    DELIVERY_STATUS_POLL_MINUTES. Their status callbacks were lost (our server was down or restarting when they
+    came, and the provider does not retry by default). Returns how many changed.
+
+    Each message is asked about at most once per poll interval (remembered in the cache), and only for three
+    days: past that the provider's answer is as final as it will get, and the row shows what it said last.
+    """
+    now = now or timezone.now()
+    interval = dt.timedelta(minutes=settings.DELIVERY_STATUS_POLL_MINUTES)
+    channels = channels_with(LooksUpStatus)
+    rows = list(
+        Message.objects.filter(
+            status=MessageStatus.SENDING,
+            provider_message_id__isnull=False,
+            status_changed_at__lt=now - interval,
+            status_changed_at__gte=now - dt.timedelta(days=3),
+            inbox__channel_type__in=channels,
+        )
+        .select_related("inbox")
+        .order_by("status_changed_at", "pk")[: limit * 4]
+    )
+    due = [m for m in rows if cache.add(f"delivery:status-polled:{m.pk}", 1, timeout=int(interval.total_seconds()))]
+    moved = 0
+    adapters: dict[int, ChannelAdapter] = {}
+    for message in due[:limit]:
+        try:
+            adapter = adapters.setdefault(message.inbox_id, adapter_for(message.inbox))
+            assert isinstance(adapter, LooksUpStatus)
+            update = adapter.fetch_status(message.inbox, str(message.provider_message_id))
+            if update is not None and update_message_status(
+                inbox_id=message.inbox_id, update=update, message_id=message.pk
+            ):
+                moved += 1
+        except AdapterError as exc:
+            logger.warning("message %s: status not looked up (%s); next interval", message.pk, exc.code)
+        except Exception:
+            logger.exception("message %s: status lookup failed; next interval", message.pk)
+    if moved:
+        logger.warning("%d message status(es) settled from the provider after lost callbacks", moved)
+    return moved
+
+
+# A transient error's retries back off 2 + 4 + … + 64 s (contactcenter.tasks.deliver_message); a message
+# still waiting on one after this long lost its retry with the worker that held it.
+RETRY_WINDOW = dt.timedelta(minutes=10)
 
 
 @transaction.atomic

@@ -6,14 +6,13 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from channels_adapters.base import InboundMessage
 from contactcenter import events
-from contactcenter.actions.consent import HELP, apply_inbound_keywords
+from contactcenter.actions.consent import apply_inbound_keywords, keyword_reply
 from contactcenter.actions.conversations import assign_round_robin, audience_of
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import resolve_patient
@@ -105,7 +104,10 @@ def _receive(record: InboundMessage) -> InboundResult:
         created_at=received_at,
         status_changed_at=received_at,
     )
-    keyword = apply_inbound_keywords(message=message, patient=patient, channel=inbox.channel_type)
+    # Before the hooks, with the context they claim: "N" answering a survey's yes/no question is no opt-out.
+    keyword = apply_inbound_keywords(
+        message=message, conversation=conversation, patient=patient, channel=inbox.channel_type
+    )
     Conversation.objects.filter(pk=conversation.pk).update(
         unread_count=F("unread_count") + 1,
         last_message_at=received_at,
@@ -132,12 +134,13 @@ def _receive(record: InboundMessage) -> InboundResult:
         )
     events.record(events.MessageAdded(message=message_data(message)), audience)
     # After the message's own events, so a survey's next question lands after the reply it answers.
-    run_inbound_hooks(message=message, conversation=conversation, patient=patient, keyword=keyword)
-    if keyword == HELP:
-        # Carriers expect HELP to be answered; it is a service message, sent whatever the consent.
-        send_outbound(
-            conversation=conversation, body=settings.SMS_HELP_TEXT, author=None, sender_kind=SenderKind.SYSTEM
-        )
+    run_inbound_hooks(
+        message=message, conversation=conversation, patient=patient, keyword=keyword.kind if keyword else None
+    )
+    reply = keyword_reply(keyword, patient=patient) if keyword is not None else None
+    if reply is not None:
+        # Carriers expect HELP answered and STOP/START confirmed; service messages, sent whatever the consent.
+        send_outbound(conversation=conversation, body=reply, author=None, sender_kind=SenderKind.SYSTEM)
     logger.info(
         "inbound message %s inbox %s conversation %s patient %s", message.pk, inbox.pk, conversation.pk, patient.pk
     )

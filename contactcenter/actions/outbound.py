@@ -12,15 +12,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from contactcenter import events
-from contactcenter.actions.consent import check_may_send
+from contactcenter.actions.consent import check_may_send, marketing_refusals
 from contactcenter.actions.conversations import audience_of
 from contactcenter.api.shapes import conversation_data, conversations_data, message_data, messages_data
 from contactcenter.bulk_insert import insert_rows
 from contactcenter.bulk_update import update_rows
 from contactcenter.models import (
-    Consent,
     ConsentPurpose,
-    ConsentStatus,
     Conversation,
     ConversationStatus,
     Inbox,
@@ -36,6 +34,16 @@ logger = logging.getLogger(__name__)
 MAX_BODY_CHARS = 4000
 
 
+def body_problem(body: str, *, has_attachments: bool) -> str | None:
+    """What is wrong with a stripped body, as a code ("empty", "too_long"), or None: one rule for
+    send_outbound and its batch twin."""
+    if not body and not has_attachments:
+        return "empty"
+    if len(body) > MAX_BODY_CHARS:
+        return "too_long"
+    return None
+
+
 @transaction.atomic
 def send_outbound(
     *,
@@ -45,24 +53,37 @@ def send_outbound(
     sender_kind: str = SenderKind.AGENT,
     attachments: list[dict[str, Any]] | None = None,
     purpose: str = ConsentPurpose.SERVICE,
+    flags: list[str] | None = None,
+    client_key: str | None = None,
 ) -> Message:
     """Write the message as queued, publish it, and deliver it after commit.
 
-    Marketing to a patient who opted out is refused here, for every caller and channel.
+    Marketing the consent registry does not allow (an opt-out, or no consent under the policy) is refused
+    here, for every caller and channel. `flags`: hints shown with the message from its first event (a web
+    chat reply that went by SMS says so). `client_key`: the sender's key for this attempt; sending again with
+    the same key (a retry after a lost answer) returns the message already written and sends nothing more.
     """
     body = body.strip()
-    if not body and not attachments:
+    problem = body_problem(body, has_attachments=bool(attachments))
+    if problem == "empty":
         raise ValidationError({"body": ["A message cannot be empty."]})
-    if len(body) > MAX_BODY_CHARS:
+    if problem == "too_long":
         raise ValidationError({"body": [f"A message can be at most {MAX_BODY_CHARS} characters."]})
     conversation = (
         Conversation.objects.select_for_update(of=("self",), no_key=True)
         .select_related("inbox", "patient")
         .get(pk=conversation.pk)
     )
+    if client_key:
+        # Under the conversation's lock, so two retries racing each other cannot both miss the first.
+        sent = Message.objects.filter(conversation=conversation, client_key=client_key).first()
+        if sent is not None:
+            logger.info("outbound message %s sent again by its client; nothing new written", sent.pk)
+            return sent
     check_may_send(patient=conversation.patient, purpose=purpose)
     now = timezone.now()
     message = Message.objects.create(
+        client_key=client_key or None,
         conversation=conversation,
         inbox=conversation.inbox,
         direction=MessageDirection.OUTBOUND,
@@ -71,6 +92,7 @@ def send_outbound(
         body=body,
         attachments=attachments or [],
         status=MessageStatus.QUEUED,
+        flags=list(flags or []),
         created_at=now,
         status_changed_at=now,
     )
@@ -112,7 +134,7 @@ class QueuedBatch:
     messages: dict[int, Message]
     # Messages announced only inside their new thread's ConversationAdded (see deliver_batch).
     unannounced: frozenset[int]
-    # Drafts not written, with the reason's code: "empty", "too_long", "opted_out".
+    # Drafts not written, with the reason's code: "empty", "too_long", "opted_out", "no_consent".
     refused: dict[int, str]
 
 
@@ -122,9 +144,10 @@ def queue_outbound_batch(
 ) -> QueuedBatch:
     """send_outbound for many messages of the system's own (a campaign chunk), in a handful of statements.
 
-    The same rules as send_outbound: bodies are checked and marketing to a patient who opted out is
-    refused; messages are written as queued with their events. Nothing is enqueued: the caller delivers
-    the batch (contactcenter.actions.delivery.deliver_batch), which paces it to the provider's rate.
+    The same rules as send_outbound: bodies are checked (body_problem) and marketing the consent registry
+    does not allow is refused (marketing_refusals, what check_may_send asks too); messages are written as
+    queued with their events. Nothing is enqueued: the caller delivers the batch
+    (contactcenter.actions.delivery.deliver_batch), which paces it to the provider's rate.
     Agents' messages go through send_outbound, which also handles assignment and read state.
 
     `new_conversations`: threads just opened for this batch (open_outbound_conversations), announced
@@ -137,10 +160,9 @@ def queue_outbound_batch(
     bodies: dict[int, str] = {}
     for draft in drafts:
         body = draft.body.strip()
-        if not body:
-            refused[draft.key] = "empty"
-        elif len(body) > MAX_BODY_CHARS:
-            refused[draft.key] = "too_long"
+        problem = body_problem(body, has_attachments=False)
+        if problem is not None:
+            refused[draft.key] = problem
         else:
             bodies[draft.key] = body
     writable = [d for d in drafts if d.key in bodies]
@@ -157,16 +179,12 @@ def queue_outbound_batch(
     for conversation in conversations.values():
         conversation.inbox = inboxes[conversation.inbox_id]
     if purpose == ConsentPurpose.MARKETING:
-        opted_out = set(
-            Consent.objects.filter(
-                patient_id__in=[c.patient_id for c in conversations.values()],
-                purpose=purpose,
-                status=ConsentStatus.OPTED_OUT,
-            ).values_list("patient_id", flat=True)
-        )
+        # The same registry answer as send_outbound's check_may_send, for the whole batch at once.
+        refusals = marketing_refusals(c.patient_id for c in conversations.values())
         for draft in writable:
-            if conversations[draft.conversation_id].patient_id in opted_out:
-                refused[draft.key] = "opted_out"
+            reason = refusals.get(conversations[draft.conversation_id].patient_id)
+            if reason is not None:
+                refused[draft.key] = reason
         writable = [d for d in writable if d.key not in refused]
     now = timezone.now()
     created = insert_rows(

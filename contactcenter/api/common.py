@@ -9,6 +9,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 
 from contactcenter import access
+from contactcenter.boundary import has_lone_surrogate
 
 
 def client_ip(request: Request) -> str | None:
@@ -49,11 +50,19 @@ class AdminsOnly(permissions.BasePermission):
         return access.is_admin(request.user)
 
 
-def text_param(request: Request, name: str) -> str:
-    """A free-text query parameter; PostgreSQL cannot compare text holding NUL, so that is a 400, not a 500."""
+TEXT_PARAM_MAX = 200
+
+
+def text_param(request: Request, name: str, *, max_length: int = TEXT_PARAM_MAX) -> str:
+    """A free-text query parameter (a search, a username). PostgreSQL cannot compare text holding NUL or a lone
+    surrogate, and no search needs pages of text: each is a 400 naming the parameter, not a 500 or a slow scan."""
     value = request.query_params.get(name, "")
     if "\x00" in value:
         raise serializers.ValidationError({name: ["Null characters are not allowed."]})
+    if has_lone_surrogate(value):
+        raise serializers.ValidationError({name: ["Lone UTF-16 surrogates are not allowed."]})
+    if len(value) > max_length:
+        raise serializers.ValidationError({name: [f"At most {max_length} characters."]})
     return value
 
 

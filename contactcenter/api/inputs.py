@@ -83,6 +83,8 @@ class MergeInput(serializers.Serializer[Any]):
 
 class MessageInput(serializers.Serializer[Any]):
     body = serializers.CharField(max_length=4000, allow_blank=False, trim_whitespace=True)
+    # The browser's key for this attempt (a UUID): sending again with it returns the message already written.
+    client_key = serializers.RegexField(r"^[A-Za-z0-9_-]{8,64}$", required=False, max_length=64)
 
 
 class MessagePageInput(serializers.Serializer[Any]):
@@ -98,8 +100,19 @@ class AssignInput(serializers.Serializer[Any]):
     assignee_id = serializers.IntegerField(allow_null=True, min_value=1)
 
 
+class InRangeDateTimeField(serializers.DateTimeField):
+    """DRF's DateTimeField, but a naive time at the edge of the calendar ("0001-01-01T00:00") is a 400: DRF
+    checks the aware value by converting it to UTC outside its overflow guard, so that raised a 500."""
+
+    def enforce_timezone(self, value: dt.datetime) -> dt.datetime:
+        try:
+            return super().enforce_timezone(value)
+        except OverflowError:
+            self.fail("overflow")
+
+
 class SnoozeInput(serializers.Serializer[Any]):
-    until = serializers.DateTimeField()
+    until = InRangeDateTimeField()
 
 
 class LabelsInput(serializers.Serializer[Any]):

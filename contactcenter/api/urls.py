@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+from csp.decorators import csp_update
+from django.contrib.auth.decorators import login_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from channels_adapters.sms.api import SegmentCountView
 from contactcenter.api import consent_views, views
 
+# Both for signed-in staff only (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"]): the schema answers 401 to anonymous
+# callers; the docs page sends a browser to sign in first. Swagger UI's page carries an inline <style> and its
+# components set styles: inline styles are allowed there alone; its script is a separate file (the split view).
+api_docs = login_required(
+    csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
+)
+
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", api_docs, name="api-docs"),
     path("me/", views.MeView.as_view(), name="api-me"),
     path("patients/", views.PatientListView.as_view(), name="api-patients"),
     path("patients/<int:patient_id>/", views.PatientDetailView.as_view(), name="api-patient"),

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from contactcenter import access, selectors
 from contactcenter.actions import conversations as conversation_actions
-from contactcenter.actions.audit import record_audit
+from contactcenter.actions.audit import audit_list_read, audit_read
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import (
     add_identity,
@@ -27,12 +27,12 @@ from contactcenter.api.common import (
     AdminsOnly,
     InboxStaff,
     SupervisorsOnly,
-    client_ip,
     staff_of,
     text_param,
     valid_input,
     via_of,
 )
+from contactcenter.api.pagination import whole_number
 from contactcenter.api.shapes import (
     AssignableStaffShape,
     ConversationSerializer,
@@ -98,14 +98,12 @@ class PatientListView(generics.GenericAPIView[Patient]):
 
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
-        record_audit(
-            actor=request.user,
+        audit_list_read(
+            request,
             action=AuditAction.LIST_PATIENTS,
             object_type="patient",
-            object_id="*",
-            via=via_of(request),
-            ip_address=client_ip(request),
-            detail={"query": text_param(request, "q")[:100], "ids": [p.pk for p in page or []]},
+            rows=[(p.pk, p.pk) for p in page or []],
+            detail={"query": text_param(request, "q")[:100]},
         )
         return self.get_paginated_response(PatientRefSerializer(page, many=True).data)
 
@@ -132,14 +130,8 @@ class PatientDetailView(APIView):
     @extend_schema(responses=Patient360Shape, operation_id="patient_profile")
     def get(self, request: Request, patient_id: int) -> Response:
         patient = self._patient(request, patient_id)
-        record_audit(
-            actor=request.user,
-            action=AuditAction.VIEW_PATIENT,
-            patient_id=patient.pk,
-            object_type="patient",
-            object_id=patient.pk,
-            via=via_of(request),
-            ip_address=client_ip(request),
+        audit_read(
+            request, action=AuditAction.VIEW_PATIENT, patient_id=patient.pk, object_type="patient", object_id=patient.pk
         )
         return Response(selectors.patient_360(user=request.user, patient=patient))
 
@@ -199,7 +191,15 @@ class ConversationListView(generics.GenericAPIView[Conversation]):
             label=f.get("label"),
             patient_id=f.get("patient"),
         )
-        page = self.paginate_queryset(qs)
+        page = self.paginate_queryset(qs) or []
+        # The rows show patients' names and last messages: one entry for the page, naming what it showed.
+        audit_list_read(
+            request,
+            action=AuditAction.LIST_CONVERSATIONS,
+            object_type="conversation",
+            rows=[(c.pk, c.patient_id) for c in page],
+            detail={"view": f["view"], "status": f["status"]},
+        )
         return self.get_paginated_response(ConversationSerializer(page, many=True).data)
 
 
@@ -210,17 +210,16 @@ def _conversation(request: Request, conversation_id: int) -> Conversation:
     return conversation
 
 
-def _audit_thread_read(request: Request, conversation: Conversation, part: str) -> None:
-    """Messages and notes are the conversation itself: reading them alone is a read to audit too."""
-    record_audit(
-        actor=request.user,
+def _audit_thread_read(request: Request, conversation: Conversation, part: str | None = None) -> None:
+    """The conversation, or a part of it: messages and notes are the conversation itself, so reading them
+    alone is a read to audit too."""
+    audit_read(
+        request,
         action=AuditAction.VIEW_CONVERSATION,
         patient_id=conversation.patient_id,
         object_type="conversation",
         object_id=conversation.pk,
-        via=via_of(request),
-        ip_address=client_ip(request),
-        detail={"part": part},
+        detail={"part": part} if part else None,
     )
 
 
@@ -230,15 +229,7 @@ class ConversationDetailView(APIView):
     @extend_schema(responses=ConversationSerializer, operation_id="conversation_detail")
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
-        record_audit(
-            actor=request.user,
-            action=AuditAction.VIEW_CONVERSATION,
-            patient_id=conversation.patient_id,
-            object_type="conversation",
-            object_id=conversation.pk,
-            via=via_of(request),
-            ip_address=client_ip(request),
-        )
+        _audit_thread_read(request, conversation)
         return Response(ConversationSerializer(conversation).data)
 
 
@@ -310,7 +301,9 @@ class MessageListView(generics.GenericAPIView[Message]):
     def post(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
         data = valid_input(inputs.MessageInput, request.data)
-        message = send_outbound(conversation=conversation, body=data["body"], author=staff_of(request))
+        message = send_outbound(
+            conversation=conversation, body=data["body"], author=staff_of(request), client_key=data.get("client_key")
+        )
         message.refresh_from_db()
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
@@ -407,8 +400,8 @@ class AuditLogView(generics.ListAPIView[AuditLogEntry]):
     def get_queryset(self) -> QuerySet[AuditLogEntry]:
         qs = AuditLogEntry.objects.select_related("actor")
         patient = self.request.query_params.get("patient")
-        if patient and patient.isdigit():
-            qs = qs.filter(patient_id=int(patient))
+        if patient:
+            qs = qs.filter(patient_id=whole_number(patient, "patient", minimum=1))
         actor = text_param(self.request, "actor")
         if actor:
             qs = qs.filter(actor__username=actor)

@@ -15,6 +15,7 @@ from contactcenter.models.conversations import (
     SenderKind,
 )
 from contactcenter.models.events import Event
+from contactcenter.models.operations import DueWorkStep
 from contactcenter.models.patients import (
     Gender,
     IdentityKind,
@@ -41,6 +42,7 @@ __all__ = [
     "ConsentStatus",
     "Conversation",
     "ConversationStatus",
+    "DueWorkStep",
     "Event",
     "Gender",
     "IdentityKind",

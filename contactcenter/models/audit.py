@@ -14,6 +14,13 @@ class AuditAction(models.TextChoices):
     UPDATE_PATIENT = "update_patient", _("Updated patient")
     IMPORT_DISCHARGES = "import_discharges", _("Imported discharges")
     EXPORT_REPORT = "export_report", _("Exported report")
+    LIST_CONVERSATIONS = "list_conversations", _("Listed conversations")
+    LIST_FOLLOWUP_TASKS = "list_followup_tasks", _("Listed follow-up tasks")
+    VIEW_ATTACHMENT = "view_attachment", _("Viewed attachment")
+    REPLAY_EVENTS = "replay_events", _("Replayed conversation events")
+    CHANGE_STAFF_ACCESS = "change_staff_access", _("Changed staff role or teams")
+    DEACTIVATE_STAFF = "deactivate_staff", _("Deactivated staff account")
+    CHANGE_PASSWORD = "change_password", _("Changed staff password")
 
 
 class AuditLogEntry(models.Model):

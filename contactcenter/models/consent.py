@@ -16,6 +16,8 @@ class ConsentPurpose(models.TextChoices):
 class ConsentStatus(models.TextChoices):
     OPTED_IN = "opted_in", _("Opted in")
     OPTED_OUT = "opted_out", _("Opted out")
+    # Never asked, or a consent taken back to "not recorded": what a patient with no row has too.
+    UNKNOWN = "unknown", _("Unknown")
 
 
 class ConsentSource(models.TextChoices):
@@ -27,7 +29,7 @@ class ConsentSource(models.TextChoices):
 
 
 class Consent(models.Model):
-    """A patient's current consent for one purpose, across all channels. No row: never opted out."""
+    """A patient's current consent for one purpose, across all channels. No row: unknown (never asked)."""
 
     patient = models.ForeignKey("contactcenter.Patient", on_delete=models.CASCADE, related_name="consents")
     purpose = models.CharField(max_length=12, choices=ConsentPurpose.choices)

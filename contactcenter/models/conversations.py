@@ -187,6 +187,9 @@ class Message(models.Model):
     flags = models.JSONField(default=list, blank=True)
     # Everything the provider sent us, kept verbatim for support and audits.
     provider_payload = models.JSONField(default=dict, blank=True)
+    # The sender's own key for one attempt to send (the agent's browser makes one per message): a retry after a
+    # lost answer carries the same key and gets the same message back instead of texting the patient twice.
+    client_key = models.CharField(max_length=64, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -202,7 +205,12 @@ class Message(models.Model):
                 fields=["provider_message_id", "inbox"],
                 condition=Q(provider_message_id__isnull=False),
                 name="message_provider_id_unique",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["conversation", "client_key"],
+                condition=Q(client_key__isnull=False),
+                name="message_client_key_unique",
+            ),
         ]
         indexes = [
             models.Index(fields=["conversation", "created_at"]),
@@ -213,6 +221,12 @@ class Message(models.Model):
                 fields=["status_changed_at"],
                 condition=Q(status="sending", provider_message_id__isnull=True),
                 name="message_unconfirmed_since",
+            ),
+            # Accepted by the provider, status not moved on since: what poll_unsettled_statuses looks at.
+            models.Index(
+                fields=["status_changed_at"],
+                condition=Q(status="sending", provider_message_id__isnull=False),
+                name="message_unsettled_since",
             ),
         ]
 

@@ -299,3 +299,48 @@ def test_a_survey_answered_2_on_the_patient_phone_opens_a_service_recovery_case(
     expect(sam.get_by_test_id("trigger-answers")).to_contain_text("2分")
     screenshot(sam, "followup-survey-case-en")
     sam.context.close()
+
+
+def unreadable_phone_arrives(world: World) -> CallbackTask:
+    """A discharge whose phone the HIS wrote without an area code: stored, its call opened, the phone flagged."""
+    plan = FollowUpPlan.objects.create(name="Cardiology", department=world.team_a)
+    PlanStep.objects.create(plan=plan, position=1, kind=StepKind.CALL, offset_days=0, deadline_days=2)
+    result = record_discharge(
+        DischargeRecord(
+            visit_number="ZY20250610009",
+            demographics=Demographics(mrn="MRN778800", name="Li Lei", phone="5532781", gender="male"),
+            department_code="cardiology",
+            discharged_at=timezone.now() - dt.timedelta(hours=3),
+            source=IntakeSource.HL7,
+        )
+    )
+    assert result.discharge.phone_needs_review
+    task = CallbackTask.objects.get(discharge=result.discharge)
+    dispatch_due_tasks(now=max(timezone.now(), task.due_at) + dt.timedelta(minutes=1))
+    return task
+
+
+@pytest.mark.browser
+def test_a_nurse_sees_an_unreadable_phone_flagged_and_corrects_it(
+    transactional_db: None, world: World, live_server_url: str, browser: Any
+) -> None:
+    task = off_loop(unreadable_phone_arrives, world)
+    nina = login(browser, live_server_url, "nina", PASSWORD)
+    nina.goto(f"{live_server_url}/followup/?view=due&task={task.pk}")
+
+    row = nina.get_by_test_id("task-row")
+    expect(row.get_by_test_id("phone-review-badge")).to_have_text("Check phone")
+    review = nina.get_by_test_id("phone-review")
+    expect(review).to_contain_text("5532781")
+    expect(nina.get_by_test_id("tel-link")).to_have_count(0)
+    screenshot(nina, "followup-phone-review-en")
+
+    nina.get_by_test_id("phone-review-input").fill("12")
+    nina.get_by_test_id("phone-review-save").click()
+    expect(nina.get_by_test_id("phone-review-error")).to_contain_text("is not a phone number")
+
+    nina.get_by_test_id("phone-review-input").fill("010 6552 7781")
+    nina.get_by_test_id("phone-review-save").click()
+    expect(nina.get_by_test_id("phone-review")).to_have_count(0)
+    expect(nina.get_by_test_id("tel-link")).to_have_attribute("href", "tel:+861065527781")
+    expect(nina.get_by_test_id("task-row").get_by_test_id("phone-review-badge")).to_have_count(0)

@@ -19,7 +19,7 @@ import pytest
 import requests
 from django.utils import timezone
 
-import channels_adapters.sms.transport
+import channels_adapters.twilio.transport
 from campaigns.models import CampaignRecipient, RecipientState
 from contactcenter.actions.consent import record_consent
 from contactcenter.actions.conversations import open_outbound_conversations
@@ -129,7 +129,9 @@ def test_batch_refuses_empty_and_overlong_bodies_and_anyone_who_opted_out(sms_in
     record_consent(
         patient=out, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT, source=ConsentSource.KEYWORD
     )
-    bodies = {ok.pk: "Hello", empty.pk: "   ", long.pk: "x" * 4001, out.pk: "Hello"}
+    # Never asked: the same registry answer as send_outbound's (no consent under the default policy).
+    unknown = make_patient(opted_in=False)
+    bodies = {ok.pk: "Hello", empty.pk: "   ", long.pk: "x" * 4001, out.pk: "Hello", unknown.pk: "Hello"}
     with transaction.atomic():
         opened = open_outbound_conversations(inbox=sms_inbox, patient_ids=list(bodies))
         batch = queue_outbound_batch(
@@ -139,7 +141,7 @@ def test_batch_refuses_empty_and_overlong_bodies_and_anyone_who_opted_out(sms_in
         )
 
     assert set(batch.messages) == {ok.pk}
-    assert batch.refused == {empty.pk: "empty", long.pk: "too_long", out.pk: "opted_out"}
+    assert batch.refused == {empty.pk: "empty", long.pk: "too_long", out.pk: "opted_out", unknown.pk: "no_consent"}
     assert Message.objects.filter(sender_kind=SenderKind.CAMPAIGN).count() == 1
     with pytest.raises(ValueError, match="agents"), transaction.atomic():
         queue_outbound_batch(drafts=[], sender_kind=SenderKind.AGENT, purpose=ConsentPurpose.SERVICE)
@@ -227,7 +229,7 @@ def test_requests_of_a_block_are_in_flight_together(
 ) -> None:
     settings.DELIVERY_CONCURRENCY = 8
     fake = SlowTwilio()
-    monkeypatch.setattr(channels_adapters.sms.transport, "http_client", lambda: fake)
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
     patients = [make_patient() for _ in range(12)]
 
     deliver_batch(messages=queue(sms_inbox, patients), block=6)

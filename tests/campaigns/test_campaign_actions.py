@@ -26,6 +26,7 @@ from campaigns.models import (
 )
 from campaigns.quiet_hours import next_allowed_time
 from campaigns.templating import compose_for, facts_for, finalize, render, template_problems
+from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
 from contactcenter.actions.consent import record_consent
 from contactcenter.dispatch import run_due_work
 from contactcenter.models import (
@@ -53,7 +54,9 @@ def make_patient(
     language: str = "zh-hans",
     time_zone: str = "Asia/Shanghai",
     vip_tier: str = "gold",
+    opted_in: bool = True,
 ) -> Patient:
+    """A patient; by default with a mobile and opted in to marketing (as the default policy requires)."""
     patient = Patient.objects.create(
         name=name, given_name=given_name, language=language, time_zone=time_zone, vip_tier=vip_tier
     )
@@ -61,6 +64,8 @@ def make_patient(
         phone = f"+86138{next(_numbers):08d}"
     if phone:
         PatientIdentity.objects.create(patient=patient, kind=IdentityKind.PHONE, value=phone)
+    if opted_in:
+        opt_in(patient)
     return patient
 
 
@@ -82,6 +87,12 @@ def draft(
 def opt_out(patient: Patient) -> None:
     record_consent(
         patient=patient, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_OUT, source=ConsentSource.AGENT
+    )
+
+
+def opt_in(patient: Patient) -> None:
+    record_consent(
+        patient=patient, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_IN, source=ConsentSource.API
     )
 
 
@@ -404,8 +415,9 @@ def test_estimate_counts_segments_over_real_recipients(world: World, settings: A
     settings.CAMPAIGN_PRICE_PER_SEGMENT = Decimal("0.05")
     long_name = make_patient(given_name="小" * 60)
     short = make_patient()
-    opt_out(make_patient())
-    campaign = draft(world, static_segment([long_name, short, *Patient.objects.filter(consents__isnull=False)]))
+    stopped = make_patient()
+    opt_out(stopped)
+    campaign = draft(world, static_segment([long_name, short, stopped]))
     result = estimate(campaign)
     assert result["recipients"] == 2
     assert result["skipped_opted_out"] == 1
@@ -436,6 +448,188 @@ def test_preview_masks_names_but_counts_the_real_text(world: World) -> None:
     assert "Ann" not in sample["text"]
     assert sample["made_up"] is False
     assert sample["segments"] == 1
+
+
+# --- Consent policy at launch and in the estimate -------------------------------------------------------------
+
+
+def visited(world: World, patient: Patient, *, days_ago: int) -> None:
+    Visit.objects.create(
+        patient=patient,
+        visit_number=f"V{patient.pk}-{days_ago}",
+        department=world.team_a,
+        kind="outpatient",
+        admitted_at=timezone.now() - dt.timedelta(days=days_ago),
+    )
+
+
+def test_launch_skips_patients_without_marketing_consent_under_the_policy(world: World, settings: Any) -> None:
+    asked = make_patient()
+    recent = make_patient(opted_in=False)
+    visited(world, recent, days_ago=30)
+    lapsed = make_patient(opted_in=False)
+    visited(world, lapsed, days_ago=1000)
+    stopped = make_patient()
+    opt_out(stopped)
+    segment = static_segment([asked, recent, lapsed, stopped])
+
+    opt_in_only = draft(world, segment)
+    actions.launch_campaign(opt_in_only)
+    settings.MARKETING_CONSENT_POLICY = "existing_patient"
+    existing = draft(world, segment)
+    actions.launch_campaign(existing)
+
+    def launched(campaign: Campaign) -> dict[int, str]:
+        return dict(CampaignRecipient.objects.filter(campaign=campaign).values_list("patient_id", "state"))
+
+    assert launched(opt_in_only) == {
+        asked.pk: RecipientState.PENDING,
+        recent.pk: RecipientState.SKIPPED_NO_CONSENT,
+        lapsed.pk: RecipientState.SKIPPED_NO_CONSENT,
+        stopped.pk: RecipientState.SKIPPED_OPTED_OUT,
+    }
+    assert launched(existing) == {
+        asked.pk: RecipientState.PENDING,
+        recent.pk: RecipientState.PENDING,
+        lapsed.pk: RecipientState.SKIPPED_NO_CONSENT,
+        stopped.pk: RecipientState.SKIPPED_OPTED_OUT,
+    }
+
+
+def test_the_estimate_leaves_out_everyone_the_send_would_skip_and_no_one_for_quiet_hours(world: World) -> None:
+    fine = make_patient()
+    night_owl = make_patient(time_zone="America/New_York")  # in quiet hours somewhere: deferred, not excluded
+    stopped = make_patient()
+    opt_out(stopped)
+    never_asked = make_patient(opted_in=False)
+    no_phone = make_patient(phone=None)
+    landline = make_patient(phone="+862087654321")
+    nameless = make_patient(given_name="")
+    everyone = [fine, night_owl, stopped, never_asked, no_phone, landline, nameless]
+    campaign = draft(
+        world,
+        static_segment(everyone),
+        body="{{ first_name }}您好，体检套餐八折。",
+        missing_value_rule="skip",
+        fallbacks={},
+        quiet_hours_start=dt.time(0, 0),
+        quiet_hours_end=dt.time(23, 59),
+    )
+
+    before = estimate(campaign)
+
+    assert before["recipients"] == 2
+    assert before["audience"] == len(everyone)
+    assert (before["skipped_opted_out"], before["skipped_no_consent"]) == (1, 1)
+    assert (before["skipped_invalid"], before["skipped_missing"]) == (2, 1)
+    assert before["consent_policy"] == "opt_in"
+    # Launch decides the same, patient by patient.
+    actions.launch_campaign(campaign)
+    after = estimate(Campaign.objects.get(pk=campaign.pk))
+    assert CampaignRecipient.objects.filter(campaign=campaign, state=RecipientState.PENDING).count() == 2
+    assert {k: after[k] for k in before if k.startswith(("recipients", "skipped", "audience"))} == {
+        k: before[k] for k in before if k.startswith(("recipients", "skipped", "audience"))
+    }
+
+
+# --- Guards ---------------------------------------------------------------------------------------------------
+
+
+def chinese_number_inbox(world: World) -> Inbox:
+    return save_sms_inbox(
+        inbox=None,
+        settings=SmsInboxSettings(
+            name="Kanghua SMS",
+            team=world.team_a,
+            account_sid="AC" + "1" * 32,
+            auth_token_env="TWILIO_AUTH_TOKEN",
+            phone_numbers=["+862012345600"],
+            messaging_service_sid="",
+            auto_assign=False,
+        ),
+    )
+
+
+def test_a_chinese_sending_number_needs_a_signature_to_send(world: World) -> None:
+    inbox = chinese_number_inbox(world)
+    campaign = draft(world, static_segment([make_patient()]))
+    actions.update_campaign(campaign, actor=world.mark, changes={"inbox": inbox, "signature": ""})
+
+    for attempt in (
+        lambda: actions.schedule_campaign(campaign, timezone.now() + dt.timedelta(hours=1), world.mark),
+        lambda: actions.send_now(campaign, world.mark),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            attempt()
+        assert "【签名】" in refused.value.message_dict["signature"][0]
+    assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DRAFT
+    assert not CampaignRecipient.objects.filter(campaign=campaign).exists()
+
+    actions.update_campaign(campaign, actor=world.mark, changes={"signature": "【康华医院】"})
+    assert Campaign.objects.get(pk=campaign.pk).signature == "康华医院"
+    assert actions.send_now(campaign, world.mark) == 1
+    # The simulator inbox has no Chinese number of its own: no signature needed there.
+    assert actions.send_now(draft(world, static_segment([make_patient()]), signature=""), world.mark) == 1
+
+
+@pytest.mark.parametrize("signature", ["【】", " 【 】 ", "[]"])
+def test_a_signature_of_empty_brackets_is_refused_not_emptied(world: World, signature: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        draft(world, static_segment([]), signature=signature)
+    assert refused.value.message_dict["signature"] == ["The signature is empty once the 【】 brackets are taken off."]
+    campaign = draft(world, static_segment([]), signature="康华医院")
+    with pytest.raises(ValidationError):
+        actions.update_campaign(campaign, actor=world.mark, changes={"signature": signature})
+    assert Campaign.objects.get(pk=campaign.pk).signature == "康华医院"
+
+
+def test_an_empty_segment_or_one_with_nobody_to_send_to_is_refused_at_send(world: World) -> None:
+    empty = draft(world, static_segment([]))
+    with pytest.raises(ValidationError) as refused:
+        actions.send_now(empty, world.mark)
+    assert refused.value.message_dict["segment"] == ["The segment is empty: there is nobody to send this campaign to."]
+
+    stopped = make_patient()
+    opt_out(stopped)
+    nobody = draft(world, static_segment([stopped, make_patient(opted_in=False), make_patient(phone=None)]))
+    with pytest.raises(ValidationError) as refused:
+        actions.send_now(nobody, world.mark)
+    assert "Nobody in the segment can be sent this campaign" in refused.value.message_dict["segment"][0]
+
+    for campaign in (empty, nobody):
+        assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DRAFT
+        assert not CampaignRecipient.objects.filter(campaign=campaign).exists()
+
+
+def test_a_schedule_time_needs_a_time_zone_and_lies_within_a_year(world: World) -> None:
+    campaign = draft(world, static_segment([make_patient()]))
+    now = timezone.now()
+    for at, message in [
+        (dt.datetime(2030, 1, 1, 9, 0), "Give the time with its time zone."),
+        (now + dt.timedelta(days=366), "Choose a time within a year from now."),
+    ]:
+        with pytest.raises(ValidationError) as refused:
+            actions.schedule_campaign(campaign, at, world.mark, now=now)
+        assert refused.value.message_dict["at"] == [message]
+    actions.schedule_campaign(campaign, now + dt.timedelta(days=364), world.mark, now=now)
+    assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.SCHEDULED
+
+
+def test_the_api_refuses_a_schedule_time_without_its_time_zone(world: World) -> None:
+    client = client_for(world.mark)
+    cid = client.post("/api/v1/campaigns/", body_for(world, static_segment([make_patient()])), format="json").json()[
+        "id"
+    ]
+    tomorrow = (timezone.localtime() + dt.timedelta(days=1)).replace(tzinfo=None, microsecond=0)
+
+    naive = client.post(f"/api/v1/campaigns/{cid}/schedule/", {"at": tomorrow.isoformat()}, format="json")
+
+    assert naive.status_code == 400
+    assert "time zone" in naive.json()["at"][0]
+    assert Campaign.objects.get(pk=cid).status == CampaignStatus.DRAFT
+    far = (timezone.now() + dt.timedelta(days=400)).isoformat()
+    too_far = client.post(f"/api/v1/campaigns/{cid}/schedule/", {"at": far}, format="json")
+    assert too_far.status_code == 400 and too_far.json()["at"] == ["Choose a time within a year from now."]
 
 
 # --- Schedule, pause, resume, cancel ----------------------------------------------------------------------

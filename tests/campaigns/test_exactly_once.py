@@ -41,14 +41,24 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-import channels_adapters.sms.transport as transport
+import channels_adapters.twilio.transport as transport
 from campaigns.models import Campaign, CampaignRecipient, CampaignStatus, RecipientState, Segment
 from campaigns.sending import engine, throttle
 from campaigns.sending.engine import dispatch_due_campaigns
 from channels_adapters.base import StatusUpdate
 from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
 from contactcenter.actions.delivery import reconcile_unconfirmed, update_message_status
-from contactcenter.models import IdentityKind, Message, MessageStatus, Patient, PatientIdentity, SenderKind
+from contactcenter.models import (
+    Consent,
+    ConsentPurpose,
+    ConsentStatus,
+    IdentityKind,
+    Message,
+    MessageStatus,
+    Patient,
+    PatientIdentity,
+    SenderKind,
+)
 from contactcenter.taskrunner import enqueue
 from tests.twilio_fake import RecordingTwilioHttpClient, fixture
 
@@ -72,7 +82,7 @@ import django
 django.setup()
 import redis
 from twilio.http.response import Response
-import channels_adapters.sms.transport as transport
+import channels_adapters.twilio.transport as transport
 from campaigns.sending import engine
 from config.celery import app
 from tests.twilio_fake import RecordingTwilioHttpClient, fixture
@@ -204,6 +214,10 @@ def make_campaign() -> Campaign:
     PatientIdentity.objects.bulk_create(
         PatientIdentity(patient=p, kind=IdentityKind.PHONE, value=phone)
         for p, phone in zip(patients, phones, strict=True)
+    )
+    # Opted in to marketing, as the default consent policy requires of every recipient.
+    Consent.objects.bulk_create(
+        Consent(patient=p, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_IN) for p in patients
     )
     local_now = timezone.localtime()
     campaign = Campaign.objects.create(

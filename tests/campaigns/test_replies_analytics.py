@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
@@ -258,6 +257,7 @@ def test_campaign_numbers_are_exact(db: Any) -> None:
     ]
     assert [(row["state"], row["count"]) for row in a["skipped"]] == [
         ("skipped_opted_out", 1),
+        ("skipped_no_consent", 0),
         ("skipped_invalid", 1),
         ("skipped_missing", 0),
     ]
@@ -492,25 +492,36 @@ def test_a_message_from_someone_not_messaged_costs_one_query(
 
 
 def test_a_reply_while_a_status_callback_holds_the_recipient_neither_waits_nor_deadlocks(
-    transactional_db: None, world: World, segment: Segment, inbound: Deliver
+    transactional_db: None, world: World, segment: Segment, inbound: Deliver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The status callback's order: recipient row (status hook), then the event-order lock. The inbound
     path holds the event-order lock when the reply hook runs; waiting for the row would deadlock."""
     from django.db import connection, connections, transaction
 
+    from campaigns.replies import handle_inbound
+    from contactcenter import inbound_hooks
     from contactcenter.events import _EVENT_ORDER_LOCK
 
     campaign = make_campaign("Spring check-up", inbox=world.inbox_a, segment=segment)
     row = sent_recently(campaign, "+8613800000012", state=RecipientState.SENT)
-    locked, errors = threading.Event(), []
+    locked, at_hook, errors = threading.Event(), threading.Event(), []
+
+    def reply_hook(**kwargs: Any) -> None:
+        # The reply has reached its hook, holding the event-order lock: now the callback may go on.
+        at_hook.set()
+        handle_inbound(**kwargs)
+
+    monkeypatch.setitem(inbound_hooks._hooks, "campaign_replies", reply_hook)
 
     def status_callback() -> None:
         try:
             with transaction.atomic():
                 CampaignRecipient.objects.select_for_update().get(pk=row.pk)
                 locked.set()
-                # Give the reply time to reach its hook while this holds the row, as a slow callback would.
-                time.sleep(1.0)
+                # Hold the row until the reply is in its hook, as a slow callback would; then ask for the
+                # lock the reply holds. Had the hook waited for the row, PostgreSQL would now see a deadlock.
+                if not at_hook.wait(30):
+                    raise TimeoutError("the reply never reached its hook")
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
                 CampaignRecipient.objects.filter(pk=row.pk).update(state=RecipientState.DELIVERED)
@@ -525,6 +536,8 @@ def test_a_reply_while_a_status_callback_holds_the_recipient_neither_waits_nor_d
     result = inbound(world.inbox_a, "+8613800000012", "Yes, please call me")
     callback.join(30)
 
+    assert not callback.is_alive(), "the status callback never finished"
+    assert at_hook.is_set()
     assert errors == []
     row.refresh_from_db()
     assert row.state == RecipientState.DELIVERED

@@ -579,12 +579,45 @@ def test_preview_counts_without_naming_anyone(world: World) -> None:
     women = {"op": "and", "rules": [{"field": "gender", "operator": "in", "value": ["female"]}]}
     response = api(world.mark).post(f"{URL}preview/", {"rules": women}, format="json")
     assert response.status_code == 200
-    assert response.json() == {"count": 2}
+    # Never asked about marketing: both counted, neither reachable under the default opt-in policy.
+    assert response.json() == {"count": 2, "marketing_allowed": 0, "excluded_for_consent": 2}
 
     bad = {"op": "and", "rules": [women, {"field": "gender", "operator": "in", "value": ["fish"]}]}
     response = api(world.mark).post(f"{URL}preview/", {"rules": bad}, format="json")
     assert response.status_code == 400
     assert response.json()["rules"][0].startswith("rules[1].value: “fish” is not one of")
+
+
+def test_segment_counts_say_how_many_are_left_out_for_consent_under_the_policy(world: World, settings: Any) -> None:
+    from contactcenter.actions.consent import record_consent
+    from contactcenter.models import ConsentSource
+
+    def consent(patient: Patient, status: str) -> None:
+        record_consent(patient=patient, purpose=ConsentPurpose.MARKETING, status=status, source=ConsentSource.API)
+
+    asked = Patient.objects.create(gender=Gender.FEMALE)
+    consent(asked, ConsentStatus.OPTED_IN)
+    stopped = Patient.objects.create(gender=Gender.FEMALE)
+    consent(stopped, ConsentStatus.OPTED_OUT)
+    recent = Patient.objects.create(gender=Gender.FEMALE)
+    Visit.objects.create(
+        patient=recent,
+        visit_number="V-recent",
+        department=world.team_a,
+        admitted_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=20),
+    )
+    Patient.objects.create(gender=Gender.FEMALE)  # never asked, never visited
+    women = {"op": "and", "rules": [{"field": "gender", "operator": "in", "value": ["female"]}]}
+    saved = api(world.mark).post(URL, {"name": "Women", "rules": women}, format="json").json()
+
+    preview = api(world.mark).post(f"{URL}preview/", {"rules": women}, format="json").json()
+    detail = api(world.mark).get(f"{URL}{saved['id']}/").json()
+
+    assert preview == {"count": 4, "marketing_allowed": 1, "excluded_for_consent": 3}
+    assert (detail["count"], detail["marketing_allowed"], detail["excluded_for_consent"]) == (4, 1, 3)
+    settings.MARKETING_CONSENT_POLICY = "existing_patient"
+    preview = api(world.mark).post(f"{URL}preview/", {"rules": women}, format="json").json()
+    assert preview == {"count": 4, "marketing_allowed": 2, "excluded_for_consent": 2}
 
 
 def test_segment_crud_through_the_api(world: World) -> None:

@@ -21,7 +21,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
 
-import channels_adapters.sms.transport
+import channels_adapters.twilio.transport
 from campaigns.models import Campaign, CampaignRecipient, CampaignStatus, MissingValueRule, RecipientState, Segment
 from campaigns.sending import engine, throttle
 from campaigns.sending.engine import dispatch_due_campaigns, run_campaign, send_batch, settle
@@ -73,7 +73,7 @@ def twilio_api(monkeypatch: pytest.MonkeyPatch, settings: Any) -> RecordingTwili
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     settings.PUBLIC_BASE_URL = "http://testserver"
     fake = RecordingTwilioHttpClient()
-    monkeypatch.setattr(channels_adapters.sms.transport, "http_client", lambda: fake)
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
     return fake
 
 
@@ -97,12 +97,24 @@ def sms_inbox(world: Any, twilio_api: RecordingTwilioHttpClient) -> Iterator[Inb
     throttle.reset(key)
 
 
-def make_patient(*, given_name: str = "Mei", time_zone: str = "Asia/Shanghai", language: str = "en") -> Patient:
+def make_patient(
+    *, given_name: str = "Mei", time_zone: str = "Asia/Shanghai", language: str = "en", opted_in: bool = True
+) -> Patient:
+    """A patient with a mobile; by default opted in to marketing (the registration form's box, recorded by
+    the hospital system), as the default consent policy wants before a campaign may reach them."""
     patient = Patient.objects.create(
         given_name=given_name, name=f"{given_name} Lin", time_zone=time_zone, language=language
     )
     PatientIdentity.objects.create(patient=patient, kind=IdentityKind.PHONE, value=next(_phones))
+    if opted_in:
+        opt_in(patient)
     return patient
+
+
+def opt_in(patient: Patient) -> None:
+    record_consent(
+        patient=patient, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.OPTED_IN, source=ConsentSource.API
+    )
 
 
 def phone_of(patient: Patient) -> str:
@@ -246,6 +258,33 @@ def test_patient_who_opted_out_after_launch_is_skipped_and_never_sent_to(
     assert not Message.objects.filter(conversation__patient=leaves).exists()
 
 
+def test_a_recipient_without_marketing_consent_under_the_policy_is_skipped_at_send(
+    sms_inbox: Inbox, twilio_api: RecordingTwilioHttpClient, send: Callable[..., Any], settings: Any
+) -> None:
+    campaign = make_campaign(sms_inbox)
+    asked, unknown, withdrawn = make_patient(), make_patient(opted_in=False), make_patient()
+    enrol(campaign, [asked, unknown, withdrawn])
+    # Consent taken back to "not recorded" after launch (staff corrected a wrong opt-in).
+    record_consent(
+        patient=withdrawn, purpose=ConsentPurpose.MARKETING, status=ConsentStatus.UNKNOWN, source=ConsentSource.AGENT
+    )
+
+    result = send(campaign)
+
+    assert (result.sent, result.skipped) == (1, 2)
+    assert sent_to(twilio_api) == [phone_of(asked)]
+    assert states(campaign) == {
+        asked.pk: RecipientState.SENT,
+        unknown.pk: RecipientState.SKIPPED_NO_CONSENT,
+        withdrawn.pk: RecipientState.SKIPPED_NO_CONSENT,
+    }
+    assert set(CampaignRecipient.objects.filter(campaign=campaign).values_list("error_code", flat=True)) == {
+        "",
+        "no_consent",
+    }
+    assert not Message.objects.filter(conversation__patient__in=[unknown, withdrawn]).exists()
+
+
 def test_missing_first_name_under_the_skip_rule_skips_the_recipient(
     sms_inbox: Inbox, twilio_api: RecordingTwilioHttpClient, send: Callable[..., Any]
 ) -> None:
@@ -294,7 +333,7 @@ def test_pause_stops_the_run_after_the_chunk_in_flight_and_resume_finishes_it(
     sms_inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = PausingTwilio()
-    monkeypatch.setattr(channels_adapters.sms.transport, "http_client", lambda: fake)
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
     # Four a second: chunks of two (half a second of sending), so a pause lands between chunks.
     campaign = make_campaign(sms_inbox, messages_per_second=4, **quiet_hours_elsewhere())
     assert engine.chunk_size(campaign.messages_per_second) == 2

@@ -58,6 +58,9 @@ def fresh_business_calendar() -> Iterator[None]:
 @pytest.fixture
 def make_discharge(db: Any) -> Callable[..., DischargeResult]:
     def make(**overrides: Any) -> DischargeResult:
-        return record_discharge(discharge_record(**overrides))
+        # As the HIS reports it: when the patient leaves, so its plan is made from that moment (a step whose
+        # contact deadline has passed by the time a discharge arrives is planned as expired).
+        record = discharge_record(**overrides)
+        return record_discharge(record, now=record.discharged_at)
 
     return make

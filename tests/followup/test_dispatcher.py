@@ -185,13 +185,47 @@ def test_a_call_a_nurse_is_working_keeps_its_nurse_when_escalated(db: Any, world
     assert (escalated.status, escalated.assignee_id) == (TaskStatus.IN_PROGRESS, world.nina.pk)
 
 
-def test_a_call_opened_after_its_deadline_is_escalated_at_once(db: Any) -> None:
+def test_a_call_that_never_reached_the_worklist_before_its_deadline_expires(db: Any) -> None:
     call = task(discharge())
     dispatcher.dispatch_due_tasks(now=at(2026, 11, 26, 10, 0))
     late = fresh(call)
-    assert late.status == TaskStatus.OPEN
-    assert late.escalated_at == at(2026, 11, 26, 10, 0)
-    assert late.next_action_at is None
+    assert (late.status, late.opened_at, late.next_action_at) == (TaskStatus.EXPIRED, None, None)
+    assert late.plan_note == plans.NOTE_DEADLINE_PASSED_UNOPENED
+
+
+# --- contact deadline passed: expired, never sent ---------------------------------------------------
+
+
+def test_a_survey_whose_deadline_passed_is_expired_and_never_started(db: Any, surveys: SurveySeam) -> None:
+    # The dispatcher was down from Monday to Thursday: Monday's survey must not go out on Thursday.
+    survey = task(discharge(), kind=TaskKind.SMS_SURVEY)
+    assert dispatcher.dispatch_due_tasks(now=at(2026, 11, 26, 10, 0)) == 1
+    expired = fresh(survey)
+    assert (expired.status, expired.next_action_at, expired.opened_at) == (TaskStatus.EXPIRED, None, None)
+    assert expired.plan_note == plans.NOTE_DEADLINE_PASSED_UNSENT
+    assert surveys.calls[survey.pk] == 0
+    # Finished for good: the next run does not read it again.
+    assert dispatcher.dispatch_due_tasks(now=at(2026, 11, 27, 10, 0)) == 0
+
+
+def test_a_survey_that_could_only_go_out_after_its_deadline_expires_now(db: Any, surveys: SurveySeam) -> None:
+    # Due at 21:00 on its last day: calling hours open again tomorrow, after the deadline.
+    survey = task(
+        discharge(),
+        kind=TaskKind.SMS_SURVEY,
+        due_at=at(2026, 11, 24, 21, 0),
+        deadline_at=at(2026, 11, 24, 23, 59, 59),
+    )
+    dispatcher.dispatch_due_tasks(now=at(2026, 11, 24, 21, 0))
+    assert fresh(survey).status == TaskStatus.EXPIRED
+    assert surveys.calls[survey.pk] == 0
+
+
+def test_a_survey_due_in_time_is_still_started(db: Any, surveys: SurveySeam) -> None:
+    survey = task(discharge(), kind=TaskKind.SMS_SURVEY)
+    dispatcher.dispatch_due_tasks(now=at(2026, 11, 24, 23, 0) - dt.timedelta(hours=4))
+    assert fresh(survey).status == TaskStatus.OPEN
+    assert surveys.calls[survey.pk] == 1
 
 
 # --- retries ----------------------------------------------------------------------------------------

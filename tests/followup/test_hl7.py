@@ -29,6 +29,7 @@ from callbacks.models import (
     TaskKind,
     TaskStatus,
 )
+from callbacks.phones import read_phone
 from contactcenter.models import Gender, IdentityKind, Patient, PatientIdentity
 
 FIXTURES = Path(__file__).resolve().parents[2] / "callbacks" / "intake" / "fixtures"
@@ -121,7 +122,8 @@ def test_full_epic_a03_is_acknowledged_and_stored(mllp: MllpClient) -> None:
     discharge = Discharge.objects.select_related("patient", "department").get(visit_number="V20250301881")
     assert discharge.source == "hl7"
     assert discharge.ward == "CARD5A"
-    assert discharge.department.code == "card"
+    # PV1-10 "CARD" is no department's code and nobody has mapped it: filed as unmapped, never a new department.
+    assert (discharge.department.code, discharge.his_department_code) == ("his-unmapped", "CARD")
     assert discharge.attending_doctor == "MING ZHOU"
     assert discharge.disposition == Disposition.HOME
     assert discharge.disposition_code == "01"
@@ -304,12 +306,12 @@ def test_a03_without_discharge_time_is_an_error_and_stores_nothing(mllp: MllpCli
 
 @pytest.mark.django_db(transaction=True)
 def test_field_errors_from_record_discharge_become_the_ae_reason(mllp: MllpClient) -> None:
-    raw = fixture("adt_a03_minimal.hl7").replace(b"|13912345678", b"|12345")
+    raw = fixture("adt_a03_minimal.hl7").replace(b"|MRN2000001|", b"|MRN 2000001|")
 
     ack = mllp.exchange(raw)
 
     assert msa(ack, 1) == "AE"
-    assert msa(ack, 3).startswith("PID-13 phone:")
+    assert msa(ack, 3).startswith("PID-3 mrn:")
     assert not Discharge.objects.exists()
     assert not Patient.objects.exists()
     assert IntakeMessage.objects.get().outcome == IntakeOutcome.ERROR
@@ -317,7 +319,7 @@ def test_field_errors_from_record_discharge_become_the_ae_reason(mllp: MllpClien
 
 @pytest.mark.django_db(transaction=True)
 def test_a_message_fixed_after_an_error_is_applied_under_the_same_control_id(mllp: MllpClient) -> None:
-    bad = fixture("adt_a03_minimal.hl7").replace(b"|13912345678", b"|12345")
+    bad = fixture("adt_a03_minimal.hl7").replace(b"|MRN2000001|", b"|MRN 2000001|")
     assert msa(mllp.exchange(bad), 1) == "AE"
 
     assert msa(mllp.exchange(fixture("adt_a03_minimal.hl7")), 1) == "AA"
@@ -587,19 +589,27 @@ def test_mrn_is_the_mr_typed_identifier_else_the_first(pid_3: str, expected: str
 
 
 @pytest.mark.parametrize(
-    ("pid_13", "expected"),
+    ("pid_13", "pid_11", "expected"),
     [
-        ("13912345678", "13912345678"),
-        ("13912345678^PRN^CP~010-65158888^WPN^PH", "13912345678"),
-        ("^PRN^CP" + "^" * 9 + "+8613800138000", "+8613800138000"),
-        ("^PRN^CP^^86^139^12345678", "+8613912345678"),
-        ("", ""),
+        ("13912345678", "", "+8613912345678"),
+        ("13912345678^PRN^CP~010-65158888^WPN^PH", "", "+8613912345678"),
+        ("010-65158888^WPN^PH~13912345678^PRN^CP", "", "+8613912345678"),
+        ("^PRN^CP" + "^" * 9 + "+8613800138000", "", "+8613800138000"),
+        ("^PRN^CP^^86^139^12345678", "", "+8613912345678"),
+        # No country code: the address's country (PID-11.6) says how to read it, however it is spelled.
+        ("^PRN^PH^^^610^5532781", "1 MAIN ST^^MEDIA^PA^19063^USA^H", "+16105532781"),
+        ("^PRN^PH^^^610^5532781", "1 MAIN ST^^MEDIA^PA^19063^US", "+16105532781"),
+        ("^PRN^PH^^^610^5532781^12", "^^^^^United States", "+16105532781"),
+        ("(610) 553-2781", "^^^^^USA", "+16105532781"),
+        ("^NET^Internet^a@b.cn~^PRN^CP^^^^^^^^^+8613800138000", "", "+8613800138000"),
+        ("", "", None),
     ],
 )
-def test_phone_from_xtn(pid_13: str, expected: str) -> None:
-    intake = _interpret(_a03(PID_13=pid_13))
+def test_phone_from_xtn(pid_13: str, pid_11: str, expected: str | None) -> None:
+    intake = _interpret(_a03(PID_13=pid_13, PID_11=pid_11))
     assert isinstance(intake, parser.DischargeIntake)
-    assert intake.record.demographics.phone == expected
+    demographics = intake.record.demographics
+    assert read_phone(demographics.phone, demographics.phone_region) == expected
 
 
 @pytest.mark.parametrize(
@@ -719,3 +729,113 @@ def test_framer_drops_an_oversized_frame_without_buffering_it() -> None:
 def test_framer_accepts_a_frame_exactly_at_the_limit() -> None:
     framer = Framer(max_bytes=10)
     assert framer.feed(b"\x0b" + b"y" * 10 + b"\x1c\x0d") == [b"y" * 10]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ACK speaks the sender's character set and names the sender exactly (accept_hl7's bytes)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _with_charset(raw: bytes, charset: bytes) -> bytes:
+    """The message with MSH-18 set (MSH padded to 18 fields when it is shorter)."""
+    msh, rest = raw.split(b"\r", 1)
+    fields = msh.split(b"|")
+    fields += [b""] * (18 - len(fields))
+    fields[17] = charset
+    return b"|".join(fields[:18] + fields[18:]) + b"\r" + rest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ack_echoes_the_senders_full_hd_and_is_ascii_as_declared(mllp: MllpClient) -> None:
+    mllp.send_raw(frame(fixture("adt_a03_us_patient.hl7")))
+    raw_ack = mllp.sock.recv(65536)
+    assert raw_ack.isascii()
+    ack = hl7.parse(raw_ack[1:-2].decode("ascii"))
+    msh = ack.segment("MSH")
+    # MSH-3/4 of the message, every HD component, become MSH-5/6 of the ACK.
+    assert str(msh(5)) == "EPIC^1.2.840.114350.1.13.99^ISO"
+    assert str(msh(6)) == "MERCY_HOSP^2.16.840.1.113883.3.72^ISO"
+    assert (str(msh(3)), str(msh(4))) == ("CONTACT_CENTER", "MERCY_HOSP")
+    assert str(msh(18)) == "ASCII"
+    assert msa(ack, 1) == "AA"
+
+
+@pytest.mark.django_db
+def test_an_ascii_ack_has_no_curly_quotes() -> None:
+    raw = fixture("adt_a03_us_patient.hl7").replace(b"|MRN8000008^", b"|MRN 8000008^")
+    raw_ack = accept_hl7(raw)
+    assert raw_ack.isascii()
+    reason = msa(hl7.parse(raw_ack.decode("ascii")), 3)
+    assert reason.startswith('PID-3 mrn: "MRN 8000008"')
+
+
+@pytest.mark.django_db
+def test_a_utf8_ack_keeps_the_reason_as_written() -> None:
+    raw = fixture("adt_a03_full.hl7").replace(b"E1234567^^^EPI^EPI~MRN7654321", b"E1234567^^^EPI^EPI~MRN 7654321")
+    reason = msa(hl7.parse(accept_hl7(raw).decode("utf-8")), 3)
+    assert reason.startswith("PID-3 mrn: \u201cMRN 7654321\u201d")
+
+
+@pytest.mark.django_db
+def test_a_gb18030_message_gets_a_gb18030_ack() -> None:
+    raw = _with_charset(fixture("adt_a03_gb18030.hl7"), b"GB 18030-2000").replace(b"|MRN7000007|", b"|MRN 7000007|")
+    raw_ack = accept_hl7(raw)
+    with pytest.raises(UnicodeDecodeError):
+        raw_ack.decode("utf-8")
+    ack = hl7.parse(raw_ack.decode("gb18030"))
+    assert str(ack.segment("MSH")(18)) == "GB 18030-2000"
+    assert msa(ack, 3).startswith("PID-3 mrn: \u201cMRN 7000007\u201d")
+
+
+@pytest.mark.django_db
+def test_a_message_declaring_no_charset_gets_an_ascii_ack() -> None:
+    # The legacy GB18030 fixture says nothing in MSH-18: HL7's default, ASCII, is readable whatever it reads.
+    raw = fixture("adt_a03_gb18030.hl7").replace(b"|MRN7000007|", b"|MRN 7000007|")
+    raw_ack = accept_hl7(raw)
+    assert raw_ack.isascii()
+    ack = hl7.parse(raw_ack.decode("ascii"))
+    assert msa(ack, 1) == "AE"
+    msh_fields = raw_ack.split(b"\r")[0].split(b"|")
+    assert len(msh_fields) < 18 or msh_fields[17] == b""  # no MSH-18: ASCII, HL7's default
+
+
+@pytest.mark.django_db
+def test_the_declared_charset_is_the_one_the_message_is_read_in() -> None:
+    # ISO 8859-1 "JOSÉ" is not UTF-8; before, the GB18030 fallback read it as mojibake.
+    raw = _with_charset(fixture("adt_a03_minimal.hl7"), b"8859/1").replace(b"LIN^HAO", "LIN^JOSÉ".encode("latin-1"))
+    raw_ack = accept_hl7(raw)
+    assert msa(hl7.parse(raw_ack.decode("latin-1")), 1) == "AA"
+    assert Patient.objects.get().name == "JOSÉ LIN"
+
+
+def test_encode_ack_falls_back_character_by_character() -> None:
+    assert parser.encode_ack("“PID-3” 张伟 — ok", "ASCII") == b'"PID-3" ?? - ok'
+    assert parser.encode_ack("“PID-3” 张伟", "8859/1") == b'"PID-3" ??'
+    assert parser.encode_ack("“PID-3” 张伟", "UNICODE UTF-8") == "“PID-3” 张伟".encode()
+    assert parser.encode_ack("张伟", "") == b"??"
+
+
+# ---------------------------------------------------------------------------------------------------
+# A resend updates what it carries
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_a03_resend_without_dg1_keeps_the_diagnoses_and_a_null_clears_the_ward() -> None:
+    assert b"MSA|AA" in accept_hl7(fixture("adt_a03_full.hl7"))
+    full = parser.parse_message(fixture("adt_a03_full.hl7"))
+    resend = str(full).split("\r")
+    resend = [s for s in resend if not s.startswith("DG1")]
+    resend[0] = resend[0].replace("MSG20250314103512001", "MSG20250314103512099")
+    text = "\r".join(resend)
+    # PV1-3 sent as the HL7 null: the ward is cleared; PV1-7 (attending) left empty: kept.
+    text = text.replace("|CARD5A^512^02^GUANGHUA_HOSP^^^MAIN^5|", '|""|').replace(
+        "|004777^ZHOU^MING^^^DR^^^NPI^L^^^DN|", "||"
+    )
+
+    assert b"MSA|AA" in accept_hl7(text.encode())
+
+    discharge = Discharge.objects.get()
+    assert discharge.diagnosis_codes == ["I21.4", "E11.9"]
+    assert discharge.ward == ""
+    assert discharge.attending_doctor == "MING ZHOU"

@@ -227,10 +227,10 @@ def test_a_patient_who_opted_out_of_sms_gets_a_call_instead_of_the_survey(
 
 def test_scheduling_twice_creates_nothing_new(defaults: None, make_discharge: MakeDischarge) -> None:
     record = discharge_record()
-    discharge = record_discharge(record).discharge
+    discharge = record_discharge(record, now=record.discharged_at).discharge
     assert len(tasks_of(discharge)) == 3
     assert plans.schedule_follow_up(discharge) == []
-    record_discharge(record)
+    record_discharge(record, now=record.discharged_at)
     assert plans.schedule_follow_up_bulk([discharge]) == 0
     assert CallbackTask.objects.filter(discharge=discharge).count() == 3
 
@@ -239,17 +239,20 @@ def test_bulk_scheduling_plans_exactly_like_one_at_a_time(defaults: None, make_d
     one = make_discharge(discharged_at=at(2026, 11, 20, 15, 0), phone="").discharge
     expected = [(t.step_id, t.kind, t.status, t.plan_note, t.due_at, t.deadline_at) for t in tasks_of(one)]
     CallbackTask.objects.all().delete()
-    assert plans.schedule_follow_up_bulk(Discharge.objects.all()) == 3
+    assert plans.schedule_follow_up_bulk(Discharge.objects.all(), now=one.discharged_at) == 3
     assert [(t.step_id, t.kind, t.status, t.plan_note, t.due_at, t.deadline_at) for t in tasks_of(one)] == expected
 
 
 def test_a_corrected_discharge_time_moves_tasks_not_yet_opened(defaults: None, make_discharge: MakeDischarge) -> None:
     record = discharge_record(discharged_at=at(2026, 11, 16, 10, 0))
-    discharge = record_discharge(record).discharge
+    discharge = record_discharge(record, now=record.discharged_at).discharge
     first, survey, last = tasks_of(discharge)
     CallbackTask.objects.filter(pk=first.pk).update(status=TaskStatus.OPEN, opened_at=at(2026, 11, 17, 9, 0))
 
-    result = record_discharge(discharge_record(visit_number=record.visit_number, discharged_at=at(2026, 11, 18, 10, 0)))
+    result = record_discharge(
+        discharge_record(visit_number=record.visit_number, discharged_at=at(2026, 11, 18, 10, 0)),
+        now=at(2026, 11, 18, 10, 0),
+    )
     assert "discharged_at" in result.changed
     first_now, survey_now, last_now = tasks_of(discharge)
     assert [first_now.pk, survey_now.pk, last_now.pk] == [first.pk, survey.pk, last.pk]
@@ -263,8 +266,10 @@ def test_a_discharge_corrected_to_expired_excludes_what_is_not_yet_opened(
     defaults: None, make_discharge: MakeDischarge
 ) -> None:
     record = discharge_record()
-    discharge = record_discharge(record).discharge
-    record_discharge(discharge_record(visit_number=record.visit_number, disposition=Disposition.EXPIRED))
+    discharge = record_discharge(record, now=record.discharged_at).discharge
+    record_discharge(
+        discharge_record(visit_number=record.visit_number, disposition=Disposition.EXPIRED), now=record.discharged_at
+    )
     assert {(t.status, t.next_action_at) for t in tasks_of(discharge)} == {(TaskStatus.EXCLUDED, None)}
 
 
@@ -272,10 +277,13 @@ def test_a_new_department_replaces_the_plan_of_tasks_not_yet_opened(
     defaults: None, make_discharge: MakeDischarge
 ) -> None:
     record = discharge_record()
-    discharge = record_discharge(record).discharge
+    discharge = record_discharge(record, now=record.discharged_at).discharge
     first = tasks_of(discharge)[0]
     CallbackTask.objects.filter(pk=first.pk).update(status=TaskStatus.COMPLETED, opened_at=first.due_at)
-    record_discharge(discharge_record(visit_number=record.visit_number, department_code="orthopedics"))
+    Team.objects.create(code="orthopedics", name="Orthopedics")
+    record_discharge(
+        discharge_record(visit_number=record.visit_number, department_code="orthopedics"), now=record.discharged_at
+    )
     catch_all = FollowUpPlan.objects.get(name=CATCH_ALL_PLAN_NAME)
     remaining = tasks_of(discharge)
     # The completed cardiology call stays; the scheduled cardiology steps give way to the catch-all plan's.
@@ -286,15 +294,46 @@ def test_a_new_department_replaces_the_plan_of_tasks_not_yet_opened(
 
 def test_a_cancelled_then_resent_discharge_is_planned_again(defaults: None, make_discharge: MakeDischarge) -> None:
     record = discharge_record()
-    discharge = record_discharge(record).discharge
+    discharge = record_discharge(record, now=record.discharged_at).discharge
     cancel_discharge(visit_number=record.visit_number, reason="A13")
     assert {t.status for t in tasks_of(discharge)} == {TaskStatus.CANCELLED}
     assert plans.schedule_follow_up(Discharge.objects.get(pk=discharge.pk)) == []
 
-    record_discharge(record)
+    record_discharge(record, now=record.discharged_at)
     live = CallbackTask.objects.filter(discharge=discharge).exclude(status=TaskStatus.CANCELLED)
     assert live.count() == 3
     assert set(live.values_list("status", flat=True)) == {TaskStatus.SCHEDULED}
+
+
+# --- late and back-filled discharges ------------------------------------------------------------------
+
+
+def test_a_back_filled_discharge_is_planned_expired_and_nothing_will_be_sent(defaults: None) -> None:
+    # Discharged in March, reported in December: every step's contact deadline is long gone.
+    record = discharge_record(discharged_at=at(2026, 3, 16, 10, 0))
+    discharge = record_discharge(record, now=at(2026, 12, 1, 10, 0)).discharge
+
+    tasks = tasks_of(discharge)
+    assert len(tasks) == 3
+    assert {(t.status, t.next_action_at, t.plan_note) for t in tasks} == {
+        (TaskStatus.EXPIRED, None, plans.NOTE_DEADLINE_PASSED)
+    }
+
+
+def test_a_late_discharge_expires_only_the_steps_already_past_their_deadline(defaults: None) -> None:
+    # Twelve days late: the first call and the day-7 survey are past their deadlines, the day-30 call is not.
+    record = discharge_record(discharged_at=at(2026, 11, 2, 10, 0))
+    first, survey, last = tasks_of(record_discharge(record, now=at(2026, 11, 14, 10, 0)).discharge)
+    assert (first.status, survey.status, last.status) == (TaskStatus.EXPIRED, TaskStatus.EXPIRED, TaskStatus.SCHEDULED)
+    assert last.next_action_at == last.due_at
+
+
+def test_a_corrected_discharge_time_brings_expired_steps_back(defaults: None) -> None:
+    record = discharge_record(discharged_at=at(2026, 3, 16, 10, 0))
+    discharge = record_discharge(record, now=at(2026, 11, 18, 10, 0)).discharge
+    corrected = discharge_record(visit_number=record.visit_number, discharged_at=at(2026, 11, 18, 9, 0))
+    record_discharge(corrected, now=at(2026, 11, 18, 10, 0))
+    assert {t.status for t in tasks_of(discharge)} == {TaskStatus.SCHEDULED}
 
 
 # --- retries ----------------------------------------------------------------------------------------

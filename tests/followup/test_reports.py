@@ -196,6 +196,24 @@ def test_completion_and_within_deadline_rates_by_department(world: World, comple
     assert orthopedics.rate == 50.0
 
 
+def test_steps_that_expired_unsent_count_as_due_and_are_shown_as_expired(
+    world: World, discharge: Callable[..., Discharge]
+) -> None:
+    # A back-filled discharge: its call and survey expired, nothing went out, nobody was contacted.
+    backfilled = discharge(local(3))
+    task(backfilled, status=TaskStatus.EXPIRED)
+    task(backfilled, kind=TaskKind.SMS_SURVEY, status=TaskStatus.EXPIRED)
+    reached_call(discharge(local(4)), after_due=dt.timedelta(hours=1))
+
+    (row,) = selectors.completion_rates(period=MARCH, as_of=AS_OF)
+
+    assert (row.due, row.contacted, row.expired) == (2, 1, 1)
+    page = client_for(world.sam).get(REPORTS_URL, MARCH_QUERY)
+    assert b'data-testid="completion-expired">1<' in page.content
+    export = read_csv(client_for(world.sam).get(EXPORT_URL, {"report": "completion", **MARCH_QUERY}))
+    assert export[0][-1] == "Expired unsent" and export[1][-1] == "1"
+
+
 def test_completion_filtered_by_department(world: World, completion_scene: None) -> None:
     rows = selectors.completion_rates(period=MARCH, department_id=world.team_b.pk, as_of=AS_OF)
 
@@ -502,8 +520,8 @@ def test_completion_csv_is_excel_friendly_and_audited(world: World, completion_s
     assert rows[0][0] == "Department"
     # Monthly buckets by default: March only. Read today, the discharge of 30 March is due too.
     assert rows[1:] == [
-        ["Cardiology", "2025-03", "6", "3", "50.0", "2", "33.3"],
-        ["Orthopedics", "2025-03", "2", "1", "50.0", "1", "50.0"],
+        ["Cardiology", "2025-03", "6", "3", "50.0", "2", "33.3", "0"],
+        ["Orthopedics", "2025-03", "2", "1", "50.0", "1", "50.0", "0"],
     ]
     entry = AuditLogEntry.objects.get(object_type="followup_report")
     assert entry.actor == world.sam

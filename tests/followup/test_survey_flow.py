@@ -21,7 +21,7 @@ from django.test import Client
 from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
-import channels_adapters.sms.transport
+import channels_adapters.twilio.transport
 from callbacks.actions.discharges import DischargeResult
 from callbacks.models import (
     CallbackTask,
@@ -94,7 +94,7 @@ def sms_inbox(cardiology: Team, monkeypatch: pytest.MonkeyPatch, settings: Any) 
 @pytest.fixture
 def twilio_api(monkeypatch: pytest.MonkeyPatch) -> RecordingTwilioHttpClient:
     fake = RecordingTwilioHttpClient()
-    monkeypatch.setattr(channels_adapters.sms.transport, "http_client", lambda: fake)
+    monkeypatch.setattr(channels_adapters.twilio.transport, "http_client", lambda: fake)
     return fake
 
 
@@ -429,6 +429,24 @@ def test_one_reminder_then_closed_as_no_response(
     assert tick(t0 + dt.timedelta(days=30)) == 0
 
 
+def test_no_reminder_goes_out_after_the_contact_deadline(
+    started: Callable[..., SurveySession], phone: Phone, django_capture_on_commit_callbacks: Any
+) -> None:
+    # The dispatcher was down for weeks: the reminder it owes is stale, and closes the survey instead.
+    t0 = timezone.now()
+    session = started(now=t0)
+    late = t0 + dt.timedelta(days=20)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert flow.run_due_sessions(now=late) == 1
+
+    assert len(phone.received()) == 1
+    session = fresh(session)
+    assert (session.status, session.reminder_sent_at) == (SessionStatus.NO_RESPONSE, None)
+    task = CallbackTask.objects.get(pk=session.task_id)
+    assert (task.status, task.outcome) == (TaskStatus.COMPLETED, "no_response")
+
+
 def test_answering_after_the_reminder_still_counts(
     started: Callable[..., SurveySession], phone: Phone, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -456,6 +474,7 @@ def test_stop_mid_survey_opts_out_and_nothing_more_is_sent(
     session = started()
     phone.send("5")
     sent = len(phone.received())
+    survey_sms = Message.objects.filter(sender_kind=SenderKind.SURVEY).count()
 
     phone.send(keyword)
 
@@ -463,7 +482,10 @@ def test_stop_mid_survey_opts_out_and_nothing_more_is_sent(
     assert (session.status, session.next_action_at) == (SessionStatus.OPTED_OUT, None)
     task = CallbackTask.objects.get(pk=session.task_id)
     assert (task.status, task.outcome) == (TaskStatus.COMPLETED, "opted_out")
-    assert len(phone.received()) == sent
+    # Nothing more from the survey; the consent registry confirms the opt-out with one SMS of its own.
+    assert Message.objects.filter(sender_kind=SenderKind.SURVEY).count() == survey_sms
+    after_stop = len(phone.received())
+    assert after_stop <= sent + 1
     assert answers(session) == [("overall", 5, "")]
     # The consent registry recorded it (the inbound path did); a later text is just an inbox message.
     assert session.patient.consents.get(purpose=ConsentPurpose.MARKETING).status == ConsentStatus.OPTED_OUT
@@ -471,8 +493,70 @@ def test_stop_mid_survey_opts_out_and_nothing_more_is_sent(
     assert later.conversation_id == session.conversation_id
     with django_capture_on_commit_callbacks(execute=True):
         assert flow.run_due_sessions(now=timezone.now() + dt.timedelta(days=30)) == 0
-    assert len(phone.received()) == sent
+    assert len(phone.received()) == after_stop
     assert SurveyAnswer.objects.count() == 1
+
+
+STOP_CONFIRMATION_ZH = "您已退订本院营销短信，与您就诊相关的服务通知仍会发送。回复START可重新订阅。"
+YES_NO_PROMPT_ZH = "您会再次选择本院吗？请回复“是”或“否”。"
+
+
+@pytest.fixture
+def yes_no_first(survey: Survey) -> Survey:
+    """The survey opens with a yes/no question, whose "N" and "YES" are also SMS keywords."""
+    SurveyQuestion.objects.filter(survey=survey, position=1).update(
+        kind=QuestionKind.YES_NO,
+        key="return",
+        prompt_en="Would you choose us again? Reply YES or NO.",
+        prompt_zh=YES_NO_PROMPT_ZH,
+    )
+    return survey
+
+
+@pytest.mark.parametrize(("reply", "value"), [("N", 0), ("n", 0), ("NO", 0), ("Ｎ", 0), ("YES", 1), ("Y", 1)])
+def test_a_keyword_like_answer_to_a_yes_no_question_is_an_answer_not_a_consent_change(
+    yes_no_first: Survey, started: Callable[..., SurveySession], phone: Phone, reply: str, value: int
+) -> None:
+    session = started()
+    assert phone.received()[-1].endswith(YES_NO_PROMPT_ZH)
+
+    message = phone.send(reply)
+
+    # Context wins: the survey claimed the reply before the consent registry saw a keyword in it.
+    assert answers(session) == [("return", value, "")]
+    assert fresh(session).status == SessionStatus.ACTIVE
+    assert not session.patient.consents.exists()
+    assert not session.patient.consent_changes.exists()
+    assert phone.received()[-1] == "您向亲友推荐本院的可能性？请回复0-10。"
+    assert message.flags == []
+
+
+def test_stop_to_a_yes_no_question_still_opts_out(
+    yes_no_first: Survey, started: Callable[..., SurveySession], phone: Phone
+) -> None:
+    session = started()
+
+    phone.send("STOP")
+
+    assert fresh(session).status == SessionStatus.OPTED_OUT
+    assert session.patient.consents.get(purpose=ConsentPurpose.MARKETING).status == ConsentStatus.OPTED_OUT
+    assert phone.received()[-1] == STOP_CONFIRMATION_ZH
+    assert not SurveyAnswer.objects.exists()
+
+
+def test_n_once_the_survey_is_over_is_an_opt_out_again(
+    yes_no_first: Survey, started: Callable[..., SurveySession], phone: Phone
+) -> None:
+    session = started()
+    phone.send("是")
+    phone.send("9")
+    phone.send("No comments")
+    assert fresh(session).status == SessionStatus.COMPLETED
+
+    phone.send("N")
+
+    assert session.patient.consents.get(purpose=ConsentPurpose.MARKETING).status == ConsentStatus.OPTED_OUT
+    assert phone.received()[-1] == STOP_CONFIRMATION_ZH
 
 
 def test_a_worded_opt_out_ends_the_survey_too(started: Callable[..., SurveySession], phone: Phone) -> None:

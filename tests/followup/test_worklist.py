@@ -514,3 +514,22 @@ def test_escalated_tasks_have_their_own_tab(world: World, make_task: Callable[..
     make_task()
     rows = api(world.nina).get("/api/v1/followup/tasks/?view=escalated").json()["results"]
     assert [(r["id"], r["escalated_at"] is not None) for r in rows] == [(task.pk, True)]
+
+
+def test_an_expired_call_is_listed_as_done_with_its_reason_and_cannot_be_claimed(
+    world: World, make_task: Callable[..., CallbackTask]
+) -> None:
+    from callbacks import plans
+
+    task = make_task(
+        status=TaskStatus.EXPIRED,
+        deadline=timezone.now() - dt.timedelta(days=30),
+        plan_note=plans.NOTE_DEADLINE_PASSED,
+    )
+    client = api(world.nina)
+    counts = client.get("/api/v1/followup/tasks/counts/").json()
+    assert (counts["done"], counts["overdue"], counts["escalated"]) == (1, 0, 0)
+    (row,) = client.get("/api/v1/followup/tasks/?view=done").json()["results"]
+    assert (row["id"], row["status"]) == (task.pk, "expired")
+    assert "contact deadline had already passed" in row["plan_note"]
+    assert client.post(f"/api/v1/followup/tasks/{task.pk}/claim/").status_code == 400

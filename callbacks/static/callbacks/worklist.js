@@ -216,8 +216,13 @@ class TaskList {
     let when;
     if (task.waiting_for_retry) when = h("span", { class: "task-deadline", dataset: { testid: "task-deadline" } }, t("retry_at", { time: fullTime(task.retry_at) }));
     else if (task.status === "scheduled") when = h("span", { class: "task-deadline", dataset: { testid: "task-deadline" } }, t("scheduled_from", { time: fullTime(task.due_at) }));
-    else if (["completed", "unreachable", "cancelled", "excluded"].includes(task.status))
-      when = h("span", { class: "task-deadline", dataset: { testid: "task-deadline" } }, task.outcome ? choice("outcome", task.outcome) : choice("status", task.status));
+    else if (["completed", "unreachable", "cancelled", "excluded", "expired"].includes(task.status))
+      // An expired task says why (the plan note) on hover; the task itself shows the note in full.
+      when = h(
+        "span",
+        { class: `task-deadline${task.status === "expired" ? " is-expired" : ""}`, title: task.plan_note || null, dataset: { testid: "task-deadline" } },
+        task.outcome ? choice("outcome", task.outcome) : choice("status", task.status),
+      );
     else
       when = h(
         "time",
@@ -253,6 +258,7 @@ class TaskList {
             when,
             h("span", { class: "task-attempts", dataset: { testid: "task-attempts" } }, t("attempts", { n: task.attempt_count, max: task.max_attempts })),
             task.escalated_at ? badge(t("escalated"), "badge-escalated", "escalated-badge") : null,
+            task.phone_needs_review ? badge(t("phone_review"), "badge-phone-review", "phone-review-badge") : null,
             task.assignee && task.status === "in_progress"
               ? h("span", { class: "task-assignee" }, mine ? t("claimed_by_you") : t("claimed_by", { name: task.assignee.name }))
               : null,
@@ -269,11 +275,12 @@ class TaskList {
 // --- One task (centre pane) --------------------------------------------------------------------------
 
 class TaskView {
-  constructor(root, { me, onChanged, onPatient }) {
+  constructor(root, { me, onChanged, onPatient, onLeftList }) {
     this.root = root;
     this.me = me;
     this.onChanged = onChanged;
     this.onPatient = onPatient;
+    this.onLeftList = onLeftList;
     this.task = null;
     this.token = 0;
     this.form = null;
@@ -342,8 +349,8 @@ class TaskView {
           h(
             "div",
             { class: "task-subtitle" },
-            p.phone_masked,
-            " · ",
+            // No readable phone (the HIS's number is flagged for review): no empty slot before the separator.
+            p.phone_masked ? `${p.phone_masked} · ` : null,
             [choice("gender", p.gender), p.age !== null && p.age !== undefined ? t("age_years", { n: p.age }) : null].filter(Boolean).join(" · "),
             " · ",
             deptName(task.department),
@@ -364,6 +371,7 @@ class TaskView {
         h("span", { class: "muted" }, t("deadline_at", { time: fullTime(task.deadline_at) })),
         h("span", { class: "task-attempts", dataset: { testid: "detail-attempts" } }, t("attempts", { n: task.attempt_count, max: task.max_attempts })),
         task.escalated_at ? badge(t("escalated"), "badge-escalated", "detail-escalated") : null,
+        task.phone_needs_review ? badge(t("phone_review"), "badge-phone-review", "detail-phone-review") : null,
         task.assignee && task.status === "in_progress"
           ? h("span", { class: "task-assignee" }, task.assignee.id === this.me.id ? t("claimed_by_you") : t("claimed_by", { name: task.assignee.name }))
           : null,
@@ -382,6 +390,7 @@ class TaskView {
       fact(t("discharge_date"), dateOnly(d.discharged_at)),
       fact(t("disposition"), choice("disposition", d.disposition)),
       fact(t("visit_number"), d.visit_number),
+      d.his_department_code ? fact(t("his_department_code"), d.his_department_code) : null,
       fact(
         t("diagnoses"),
         d.diagnoses_visible
@@ -407,6 +416,7 @@ class TaskView {
         "div",
         { class: "task-scroll" },
         notice ? h("p", { class: "alert alert-info", dataset: { testid: "task-notice" } }, notice) : null,
+        task.phone_needs_review ? this.#phoneReview() : null,
         section(
           t("discharge"),
           facts,
@@ -589,6 +599,58 @@ class TaskView {
     return section(task.call_script ? `${t("call_script")} · ${(IS_ZH && task.call_script.name_zh) || task.call_script.name}` : t("call_script"), form);
   }
 
+  /** The HIS's number could not be read: show it as sent, and take the number to call instead. */
+  #phoneReview() {
+    const task = this.task;
+    const input = h("input", {
+      type: "tel",
+      class: "field",
+      maxlength: 80,
+      autocomplete: "off",
+      "aria-label": t("phone_correct_label"),
+      placeholder: t("phone_placeholder"),
+      dataset: { testid: "phone-review-input" },
+    });
+    const error = h("div", { class: "error-text", role: "alert", hidden: true, dataset: { testid: "phone-review-error" } });
+    const save = h("button", { type: "submit", class: "btn btn-primary btn-sm", dataset: { testid: "phone-review-save" } }, t("phone_save"));
+    const form = h(
+      "form",
+      {
+        class: "phone-review-form",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          error.hidden = true;
+          save.disabled = true;
+          try {
+            const row = await api(`/followup/tasks/${task.id}/phone/`, { method: "POST", body: { phone: input.value } });
+            if (row.kind === "call") {
+              await this.onChanged(task.id, null);
+            } else {
+              // With a readable mobile the step is an SMS survey again: it leaves the nurses' list.
+              await this.onLeftList();
+              setChildren(this.root, h("div", { class: "conv-placeholder" }, h("p", { class: "alert alert-info", dataset: { testid: "phone-fixed-sms" } }, t("phone_fixed_sms"))));
+            }
+          } catch (failure) {
+            error.textContent = [].concat((failure.fields || {}).phone || failure.message).join(" ");
+            error.hidden = false;
+          } finally {
+            save.disabled = false;
+          }
+        },
+      },
+      h("label", null, t("phone_correct_label"), input),
+      save,
+      error,
+    );
+    return h(
+      "section",
+      { class: "panel-section phone-review", dataset: { testid: "phone-review" } },
+      h("h3", null, t("phone_review_title")),
+      h("p", { class: "alert alert-phone-review" }, t("phone_review_text", { phone: task.discharge.phone_as_sent || "—" })),
+      form,
+    );
+  }
+
   #history() {
     const attempts = this.task.attempts;
     if (!attempts.length) return h("p", { class: "muted" }, t("no_attempts"));
@@ -688,6 +750,11 @@ async function start() {
   const view = new TaskView(taskRoot, {
     me,
     onChanged: act,
+    onLeftList: async () => {
+      currentId = null;
+      list.setActive(null);
+      await list.reload();
+    },
     onPatient: (patientId) => {
       document.body.classList.add("patient-open");
       patient.load(patientId, null);

@@ -349,7 +349,7 @@ async function segmentListPage(root) {
 
 // --- Campaign detail: live progress -------------------------------------------------------------------
 
-const STATES = ["pending", "deferred", "sent", "delivered", "failed", "skipped_opted_out", "skipped_invalid", "skipped_missing", "cancelled"];
+const STATES = ["pending", "deferred", "sent", "delivered", "failed", "skipped_opted_out", "skipped_no_consent", "skipped_invalid", "skipped_missing", "cancelled"];
 const POLL_MS = 3000;
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000];
 const FINAL = new Set(["completed", "cancelled"]);

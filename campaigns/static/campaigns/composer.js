@@ -271,6 +271,7 @@ async function composerPage(root) {
       const currency = e.currency || config.currency;
       const rows = [
         ["recipients", t("est_recipients"), fmtNumber(e.recipients ?? e.recipient_count)],
+        ["excluded-consent", t("est_excluded_consent"), fmtNumber((e.skipped_opted_out ?? 0) + (e.skipped_no_consent ?? 0))],
         ["segments", t("est_segments"), fmtNumber(e.segments_per_message ?? e.segments)],
         ["encoding", t("est_encoding"), e.encoding ? String(e.encoding).toUpperCase().replace("GSM7", "GSM-7").replace("UCS2", "UCS-2") : "—"],
         ["characters", t("est_characters"), fmtNumber(e.characters ?? e.length)],
@@ -285,6 +286,9 @@ async function composerPage(root) {
       estimateBox.dataset.recipients = String(e.recipients ?? e.recipient_count ?? "");
       const notes = [];
       if (e.skipped_opted_out) notes.push(t("est_opted_out", { n: fmtNumber(e.skipped_opted_out) }));
+      if (e.skipped_no_consent) notes.push(t("est_no_consent", { n: fmtNumber(e.skipped_no_consent) }));
+      if (e.skipped_invalid) notes.push(t("est_invalid", { n: fmtNumber(e.skipped_invalid) }));
+      if (e.skipped_missing) notes.push(t("est_missing", { n: fmtNumber(e.skipped_missing) }));
       if (e.price_per_segment ?? e.cost_per_segment) notes.push(t("est_price", { price: money(e.price_per_segment ?? e.cost_per_segment, currency) }));
       estimateNote.textContent = notes.join(" ") || t("estimate_note");
     } catch (err) {

@@ -389,6 +389,19 @@ async function segmentBuilderPage(root) {
   const treeRoot = h("div", { class: "seg-tree" });
   const count = h("output", { class: "seg-count-number", dataset: { testid: "segment-count", state: "idle" } }, "—");
   const countNote = h("p", { class: "seg-count-note", role: "status" }, t("count_hint"));
+  // Of the patients counted, how many marketing may reach under the hospital's consent policy.
+  const consentNote = h("p", { class: "seg-count-note", hidden: true, dataset: { testid: "segment-consent" } });
+  const showConsent = (result) => {
+    const allowed = result && result.marketing_allowed;
+    if (allowed === undefined || allowed === null) {
+      consentNote.hidden = true;
+      return;
+    }
+    consentNote.hidden = false;
+    consentNote.dataset.allowed = String(allowed);
+    consentNote.dataset.excluded = String(result.excluded_for_consent ?? 0);
+    consentNote.textContent = t("consent_split", { allowed: fmtNumber(allowed), excluded: fmtNumber(result.excluded_for_consent ?? 0) });
+  };
   const saveBtn = h("button", { type: "submit", class: "btn btn-primary", dataset: { testid: "save-segment" } }, t("save_segment"));
   const useLink = h("a", { class: "btn", hidden: !segmentId, href: segmentId ? `/campaigns/new/?segment=${segmentId}` : "#", dataset: { testid: "use-segment" } }, t("use_in_campaign"));
 
@@ -401,6 +414,7 @@ async function segmentBuilderPage(root) {
     count.dataset.count = String(n);
     count.dataset.state = "ready";
     countNote.textContent = t("members_now", { n: fmtNumber(n) });
+    showConsent(null);
   };
   const uploadForm = buildUploadPanel(
     () => segmentId,
@@ -431,6 +445,7 @@ async function segmentBuilderPage(root) {
       count.dataset.count = String(result.count);
       count.dataset.state = "ready";
       countNote.textContent = t("count_patients");
+      showConsent(result);
       showAlert(error, []);
     } catch (e) {
       if (mine !== token) return;
@@ -515,6 +530,7 @@ async function segmentBuilderPage(root) {
         h("h2", { class: "camp-side-title" }, t("live_count")),
         count,
         countNote,
+        consentNote,
       ),
     ),
   );
@@ -534,6 +550,7 @@ async function segmentBuilderPage(root) {
       if (segment.kind === "static") {
         tabs.select("static");
         uploadForm.showSegment(segment);
+        showConsent(segment);
       } else {
         ruleTree.set(segment.rules);
         refreshCount(ruleTree.tree);

@@ -10,8 +10,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from config.env import is_loopback_host
 from contactcenter.demo import DEMO_PASSWORD, LOGINS
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true", help="Do not create the demo hospital")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.refuse_exposed_simulator(options["host"])
         if "PUBLIC_BASE_URL" not in os.environ:
             # Signed webhooks and status callbacks (the simulator's too) must reach the port actually
             # served, not the default one.
@@ -44,9 +46,26 @@ class Command(BaseCommand):
         self._banner(options["host"], options["port"], seeded=not options["no_seed"], hl7_address=hl7_address)
         from daphne.cli import CommandLineInterface
 
-        CommandLineInterface().run(
-            ["--bind", options["host"], "--port", str(options["port"]), "--proxy-headers", "config.asgi:application"]
-        )
+        CommandLineInterface().run(self.daphne_arguments(options["host"], options["port"]))
+
+    def daphne_arguments(self, host: str, port: int) -> list[str]:
+        # Client addresses from X-Forwarded-For only behind the TLS proxy: Daphne believes the header from anyone,
+        # and a forged 127.0.0.1 would open the simulator's loopback-only pages and dodge the per-IP limits.
+        proxy = ["--proxy-headers"] if settings.BEHIND_TLS_PROXY else []
+        return ["--bind", host, "--port", str(port), *proxy, "config.asgi:application"]
+
+    def refuse_exposed_simulator(self, host: str) -> None:
+        """The simulator shows patients' phones and messages: not on a server other machines can reach.
+
+        Settings already refuse ALLOWED_HOSTS beyond loopback (and a TLS proxy) with the simulator on; this
+        adds the address the server listens on.
+        """
+        if settings.SIMULATOR_ENABLED and not settings.SIMULATOR_ALLOW_REMOTE and not is_loopback_host(host):
+            raise CommandError(
+                f"Refusing to listen on {host} with the patient-phone simulator on: other machines could read "
+                "patients' phones and messages. Listen on 127.0.0.1, set SIMULATOR_ENABLED=false, or set "
+                "SIMULATOR_ALLOW_REMOTE=true if that is really meant."
+            )
 
     def _start_hl7_listener(self) -> str:
         if not settings.HL7_MLLP_PORT:
@@ -66,6 +85,11 @@ class Command(BaseCommand):
 
     def _banner(self, host: str, port: int, *, seeded: bool, hl7_address: str = "") -> None:
         base = f"http://{host}:{port}"
+        # The demo's HIS token is generated per installation (config/settings.py): say where, never print it.
+        token_path = settings.DATA_DIR / "his_api_token"
+        token_file = (
+            token_path if token_path.exists() and token_path.read_text().strip() == settings.HIS_API_TOKEN else None
+        )
         lines = [
             "",
             "Hospital contact center is starting",
@@ -79,6 +103,7 @@ class Command(BaseCommand):
             f"  Audit log        {base}/audit/   (admin)",
             *([f"  HL7 MLLP         {hl7_address}   (ADT^A03/A08/A11/A13 from the HIS)"] if hl7_address else []),
             f"  Mode             {'SQLite' if settings.EMBEDDED else 'PostgreSQL'}, tasks: {settings.TASK_RUNNER}",
+            *([f"  HIS API token    in {token_file}   (Authorization: Bearer …)"] if token_file else []),
         ]
         if seeded:
             lines.append(f"  Demo logins (password '{DEMO_PASSWORD}'):")

@@ -1,7 +1,7 @@
 // The reply box: reply or private note, canned responses ("/" + short code or the picker),
 // Ctrl/Cmd+Enter to send, typing signals to colleagues watching the same conversation.
 
-import { api, qs } from "./api.js";
+import { api, ApiError, qs } from "./api.js";
 import { h, setChildren, dismissOnOutside, icon } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -18,6 +18,8 @@ export class Composer {
     this.onSent = onSent;
     this.conversationId = conversationId;
     this.drafts = new Map();
+    // The last message sent without a sure answer: {id, body, key}; sending the same text again reuses the key.
+    this.pendingSend = null;
     this.typingSentAt = 0;
     this.typingIdle = null;
     this.canned = { open: false, items: [], active: 0, mode: null, token: 0 };
@@ -230,8 +232,18 @@ export class Composer {
     this.sendButton.disabled = true;
     this.error.hidden = true;
     this.#typingStop();
+    // One key per message the agent means to send: a retry of the same text to the same conversation (after an
+    // answer that never came, or a 503) carries it again, and the server hands back the message it already
+    // wrote instead of texting the patient twice.
+    const pending = this.pendingSend;
+    const key = !note && pending && pending.id === id && pending.body === body ? pending.key : newClientKey();
+    if (!note) this.pendingSend = { id, body, key };
     try {
-      const created = await api(`/conversations/${id}/${note ? "notes" : "messages"}/`, { method: "POST", body: { body } });
+      const path = `/conversations/${id}/${note ? "notes" : "messages"}/`;
+      const created = note
+        ? await api(path, { method: "POST", body: { body } })
+        : await sendWithRetries(path, { body, client_key: key });
+      this.pendingSend = null;
       if (this.conversationId() === id) {
         this.input.value = "";
         this.drafts.delete(id);
@@ -239,6 +251,8 @@ export class Composer {
       }
       this.onSent(created, note ? "note" : "message");
     } catch (error) {
+      // A refusal (4xx) will not change on a retry: the next send is a new attempt with a new key.
+      if (!isTransient(error)) this.pendingSend = null;
       if (this.conversationId() === id) this.#showError(error.messages || [error.message]);
     } finally {
       this.sending = false;
@@ -431,5 +445,31 @@ export class Composer {
     this.input.focus();
     this.input.setSelectionRange(caret, caret);
     this.#onInput();
+  }
+}
+
+// --- Sending safely twice ------------------------------------------------------------------------
+
+function newClientKey() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/** No answer, or the server said "try again" (502/503/504): the message may or may not have been written. */
+function isTransient(error) {
+  return error instanceof ApiError && (error.status === 0 || error.status === 502 || error.status === 503 || error.status === 504);
+}
+
+const RETRY_DELAYS_MS = [1000, 2000, 4000];
+
+/** POST a message, retrying a transient failure with the same client key: the server writes it once. */
+async function sendWithRetries(path, body) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await api(path, { method: "POST", body });
+    } catch (error) {
+      if (!isTransient(error) || attempt >= RETRY_DELAYS_MS.length) throw error;
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+    }
   }
 }

@@ -596,7 +596,7 @@ export class ConversationView {
       h(
         "div",
         { class: "msg-flag", dataset: { testid: "message-flag", flag } },
-        icon(flag.startsWith("sent_by_") ? "check" : "alert", "icon icon-sm"),
+        icon(flag.startsWith("sent_by_") || flag === "webchat_reply" ? "check" : "alert", "icon icon-sm"),
         h("span", null, flagText(flag)),
         flag === "likely_opt_out" && m.direction === "in"
           ? h("button", { type: "button", class: "btn btn-sm", dataset: { testid: "record-opt-out" }, onclick: (event) => this.#recordOptOut(m, event.currentTarget) }, t("record_opt_out"))
@@ -726,6 +726,8 @@ function flagText(flag) {
   // The widget was closed when the agent replied, so the reply went to the contact the visitor gave.
   if (flag === "sent_by_sms") return t("flag_sent_by_sms");
   if (flag === "sent_by_email") return t("flag_sent_by_email");
+  // This SMS or email is that reply, sent on here; the chat shows its status too.
+  if (flag === "webchat_reply") return t("flag_webchat_reply");
   return flag;
 }
 

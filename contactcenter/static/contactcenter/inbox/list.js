@@ -277,6 +277,17 @@ export class ConversationList {
     this.#refreshMeta();
   }
 
+  /** Called for conversation.remove: the conversation left what this agent may see. */
+  remove(id) {
+    if (this.buffered) this.buffered = this.buffered.filter(([c]) => c.id !== id);
+    const existing = this.rows.get(id);
+    if (!existing) return;
+    existing.el.remove();
+    this.rows.delete(id);
+    this.total = Math.max(0, this.total - 1);
+    this.#refreshMeta();
+  }
+
   get(id) {
     return this.rows.get(id)?.conversation || null;
   }

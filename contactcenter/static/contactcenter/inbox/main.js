@@ -85,9 +85,35 @@ export async function start() {
     patient.onConversation(c);
   }
 
+  // --- The session or its access ended ---------------------------------------------------------
+  // The socket closed because this session signed out (or expired, or its password changed), the role lost
+  // the inbox, or the teams changed. What the page shows may no longer be this person's to see, so it goes:
+  // a reload asks the server again, which answers with the sign-in page, the refusal, or the inbox as it is
+  // now. A reload that comes straight back here (within RELOAD_GUARD_MS) stops instead of looping.
+  const RELOAD_GUARD_KEY = "inbox.accessReloadAt";
+  const RELOAD_GUARD_MS = 30000;
+  function onAccessEnded(code) {
+    for (const root of [listRoot, convRoot, patientRoot]) setChildren(root);
+    let last = 0;
+    try {
+      last = Number(sessionStorage.getItem(RELOAD_GUARD_KEY)) || 0;
+      sessionStorage.setItem(RELOAD_GUARD_KEY, String(Date.now()));
+    } catch {
+      // Storage refused (private mode): reload anyway; the server decides what comes back.
+    }
+    if (Date.now() - last < RELOAD_GUARD_MS) {
+      if (code === 4401) location.assign(`/login/?next=${encodeURIComponent(location.pathname + location.search)}`);
+      else setChildren(convRoot, h("div", { class: "conv-placeholder" }, h("h2", null, t("access_ended"))));
+      return;
+    }
+    location.reload();
+  }
+
   const socket = new InboxSocket({
     lastEventId: me.last_event_id,
     onState: showConnection,
+    onAccessEnded,
+    onAccessWidened: () => list.load(),
     onReady: () => {
       view.rewatch();
       if (wantedPresence) {
@@ -124,6 +150,16 @@ export async function start() {
         break;
       case "conversation.update":
         conversationChanged(event.conversation, { moveToTop: (event.changed || []).includes("last_message_at") });
+        break;
+      case "conversation.remove":
+        // A conversation this agent held left what they may see (transferred, or their teams changed).
+        list.remove(event.conversation_id);
+        if (currentId === event.conversation_id) {
+          currentId = null;
+          history.replaceState({}, "", location.pathname);
+          view.close();
+          patient.showEmpty();
+        }
         break;
       case "message.add":
         view.addMessage(event.message);

@@ -3,12 +3,17 @@
 // Protocol (see contactcenter/consumers.py): after opening, send {"op":"resync","last_event_id":N};
 // the server answers {"type":"ready"} and then {"type":"events","events":[...],"last_event_id":M}
 // frames in id order. On any close we reconnect and resync from the last id we applied, so nothing
-// is missed and nothing is applied twice.
+// is missed and nothing is applied twice, except when the server says the session or its access ended
+// (4401 signed out, 4403 forbidden, 4409 access changed): then reconnecting cannot help, and onAccessEnded
+// decides what the page does instead.
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const PING_EVERY_MS = 20000;
 const SILENCE_LIMIT_MS = 55000;
+const CLOSE_SIGNED_OUT = 4401;
 const CLOSE_FORBIDDEN = 4403;
+const CLOSE_ACCESS_CHANGED = 4409;
+const ACCESS_ENDED = new Set([CLOSE_SIGNED_OUT, CLOSE_FORBIDDEN, CLOSE_ACCESS_CHANGED]);
 
 export class InboxSocket {
   /**
@@ -19,6 +24,8 @@ export class InboxSocket {
    * @param {(frame: object) => void} options.onError
    * @param {(state: string) => void} options.onState   "connecting" | "live" | "reconnecting" | "offline"
    * @param {() => void} options.onReady                 after each (re)sync started: re-send watch, presence
+   * @param {(code: number) => void} options.onAccessEnded the server closed for good (see ACCESS_ENDED)
+   * @param {() => void} options.onAccessWidened       the user may now see more (re-read the lists)
    */
   constructor(options) {
     this.options = options;
@@ -71,9 +78,10 @@ export class InboxSocket {
     ws.addEventListener("close", (event) => {
       if (ws !== this.ws) return;
       this.ws = null;
-      if (event.code === CLOSE_FORBIDDEN) {
+      if (ACCESS_ENDED.has(event.code)) {
         this.stopped = true;
         this.#setState("offline");
+        this.options.onAccessEnded?.(event.code);
         return;
       }
       this.#reconnectSoon();
@@ -120,6 +128,10 @@ export class InboxSocket {
       }
       case "typing":
         this.options.onTyping?.(frame);
+        break;
+      case "access":
+        // More to see (a new inbox for one of my teams): the lists are re-read, nothing else changes.
+        this.options.onAccessWidened?.();
         break;
       case "error":
         this.options.onError?.(frame);

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -68,8 +69,12 @@ class SimulatedTwilioHttpClient(HttpClient):
         timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
+        if method == "GET" and uri.endswith("/Messages.json"):
+            return self._list(uri, params or {})
+        if method == "GET" and "/Messages/" in uri and uri.endswith(".json"):
+            return self._fetch(uri)
         if method != "POST" or not uri.endswith("/Messages.json") or data is None:
-            return Response(404, json.dumps({"code": 20404, "message": "The simulator only sends messages"}))
+            return Response(404, json.dumps({"code": 20404, "message": "The simulator only sends and lists messages"}))
         from channels_adapters.simulator.models import SimulatedDelivery
         from contactcenter.models import Inbox
 
@@ -102,6 +107,58 @@ class SimulatedTwilioHttpClient(HttpClient):
             "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
         }
         return Response(201, json.dumps(resource))
+
+    def _fetch(self, uri: str) -> Response:
+        """One Message resource by SID: how delivery asks after a message whose status callbacks were lost."""
+        from channels_adapters.simulator.models import SimulatedDelivery
+
+        account_sid = uri.split("/Accounts/")[1].split("/")[0]
+        sid = uri.rsplit("/", 1)[1].removesuffix(".json")
+        row = SimulatedDelivery.objects.filter(provider_message_id=sid).first()
+        if row is None:
+            return Response(404, json.dumps({"code": 20404, "message": "The requested resource was not found"}))
+        return Response(200, json.dumps(self._resource(row, account_sid, None)))
+
+    @staticmethod
+    def _resource(row: Any, account_sid: str, sender: object) -> dict[str, object]:
+        undelivered = UNDELIVERABLE_MARKER in row.body
+        return {
+            "sid": row.provider_message_id,
+            "account_sid": account_sid,
+            "to": row.to,
+            "from": sender,
+            "body": row.body,
+            "status": "undelivered" if undelivered else "delivered",
+            "error_code": UNREACHABLE_HANDSET if undelivered else None,
+            "error_message": None,
+            "direction": "outbound-api",
+            "date_created": row.created_at.strftime("%a, %d %b %Y %H:%M:%S +0000"),
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{row.provider_message_id}.json",
+        }
+
+    def _list(self, uri: str, params: dict[str, object]) -> Response:
+        """Twilio's Messages list (newest first, filtered by To): how delivery looks up a send whose answer was
+        lost (TwilioSmsAdapter.find_sent), so the embedded demo settles those as production does."""
+        from channels_adapters.simulator.models import SimulatedDelivery
+
+        account_sid = uri.split("/Accounts/")[1].split("/")[0]
+        to = str(params.get("To", ""))
+        size = min(int(str(params.get("PageSize", 50))), 1000)
+        rows = SimulatedDelivery.objects.filter(inbox__config__account_sid=account_sid, to=to).order_by("-id")[:size]
+        messages = [self._resource(row, account_sid, params.get("From")) for row in rows]
+        page_uri = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
+        page = {
+            "messages": messages,
+            "page": 0,
+            "page_size": size,
+            "start": 0,
+            "end": max(0, len(messages) - 1),
+            "first_page_uri": page_uri,
+            "next_page_uri": None,
+            "previous_page_uri": None,
+            "uri": page_uri,
+        }
+        return Response(200, json.dumps(page))
 
 
 def _report_later(callback: str, sid: str, account_sid: str, to: str, data: dict[str, object], token: str) -> None:
