@@ -301,6 +301,8 @@ AXES_LOCKOUT_CALLABLE = "contactcenter.security.lockout_response"
 # Never reset on a success: the counts are per username and per IP, and one attacker's own good sign-in from
 # an address would otherwise wipe the failures they ran up against other accounts from it.
 AXES_RESET_ON_SUCCESS = False
+# Its start-up banner on every process and command is noise in the logs; lockouts are still logged.
+AXES_VERBOSE = False
 # Idle sessions end after SESSION_IDLE_MINUTES without activity. Activity is what a person does: opening a
 # page or sending a change (POST/PUT/PATCH/DELETE). The pages' own background reads (API GETs on timers) and
 # the websocket are not: an inbox left open on an unattended screen would otherwise stay signed in forever

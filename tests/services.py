@@ -273,3 +273,10 @@ def pytest_load_initial_conftests(early_config: Any, parser: Any, args: list[str
 
 def pytest_unconfigure(config: Any) -> None:
     stop_services()
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(settings: Any) -> None:
+    """Every test's personas are created with real passwords: Django's PBKDF2 (a million iterations, on purpose)
+    would cost seconds per test. A test of hashing itself sets PASSWORD_HASHERS back."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

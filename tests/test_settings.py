@@ -108,6 +108,8 @@ NOT_INHERITED = {
     "HIS_API_TOKEN",
     "BEHIND_TLS_PROXY",
     "SIMULATOR_ALLOW_REMOTE",
+    # The browser tests' harness sets this for the whole session (Playwright's loop); production never does.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 }
 PRODUCTION = {
     "DATABASE_URL": "postgres://hospital:pw@db.internal:5432/hospital",

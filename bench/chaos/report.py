@@ -23,7 +23,8 @@ def row(report: FaultReport) -> tuple[str, ...]:
         str(len(report.stranded)),
         f"in {d.get('inbound_failed', 0)} · re {d.get('replies_failed', 0)} · ws {d.get('socket_failures', 0)}",
         (f"{report.recovery_s:.1f}" if report.recovery_s is not None else "not settled")
-        + (" (crash)" if report.exits else ""),
+        + (" (crash)" if report.exits else "")
+        + (" (worker restarted: Celery bug)" if report.known_exits else ""),
     )
 
 
@@ -109,6 +110,8 @@ def details(report: FaultReport) -> str:
         )
     for exit_ in report.exits:
         out.append(f"  PROCESS EXITED on its own: {exit_}")
+    for exit_ in report.known_exits:
+        out.append(f"  worker exited with a known upstream crash: {exit_}")
     if not report.healthy_before:
         out.append("  (the system was not healthy by /readyz?strict=1 when this fault began)")
     out.append("  /readyz?strict=1 (times from the fault's start): " + "; ".join(report.readyz))

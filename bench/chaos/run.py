@@ -85,6 +85,9 @@ class FaultReport:
     readyz: list[str] = field(default_factory=list)
     diagnosis: list[str] = field(default_factory=list)  # when it did not settle: the database, the worker's stacks
     exits: list[str] = field(default_factory=list)  # server processes that exited on their own (and were restarted)
+    # Worker exits with a known upstream cause (KNOWN_WORKER_CRASHES), restarted like the others: reported, not a
+    # failure of ours. Production runs workers under a supervisor for exactly this (docs/production.md).
+    known_exits: list[str] = field(default_factory=list)
     healthy_before: bool = True  # /readyz?strict=1 said 200 on every Daphne before the fault
     logs: list[str] = field(default_factory=list)
 
@@ -161,6 +164,24 @@ async def readyz(port: int, *, strict: bool = False) -> str:
     return str(response.status)
 
 
+# Worker crashes that are Celery's, not ours, recognised by the line the worker logs as it dies:
+# celery/celery#9250, a late acknowledgement on the broker connection Redis has just closed.
+KNOWN_WORKER_CRASHES = {
+    b"Unrecoverable error: AttributeError(\"'NoneType' object has no attribute 'hostname'\")": "celery#9250",
+}
+
+
+def known_crash(proc: Any) -> str | None:
+    """The upstream issue a worker's exit is known to be, from its log since it started, or None."""
+    try:
+        with open(proc.log, "rb") as f:
+            f.seek(proc.started_at_offset)
+            tail = f.read()
+    except OSError:
+        return None
+    return next((issue for line, issue in KNOWN_WORKER_CRASHES.items() if line in tail), None)
+
+
 class Supervisor:
     """Restarts a server process that exited on its own, as systemd (Restart=always) would in production, and
     records it: a crash is a finding even when the restart hides it from the users. Faults hold `lock` while
@@ -172,21 +193,23 @@ class Supervisor:
         self.layout = layout
         self.lock = asyncio.Lock()
         self.exits: list[tuple[float, str]] = []  # (time, "worker1 exited with 1")
+        self.known: list[tuple[float, str]] = []  # the same, for exits with a known upstream cause
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
-    def _exited(self) -> list[tuple[str, Callable[[], None]]]:
-        """(what exited, how to start it again) for every process that is no longer running."""
+    def _exited(self) -> list[tuple[str, Callable[[], None], str | None]]:
+        """(what exited, how to start it again, its known upstream cause) for every process no longer running."""
         layout = self.layout
-        found: list[tuple[str, Callable[[], None]]] = []
+        found: list[tuple[str, Callable[[], None], str | None]] = []
         for proc, restart in ((layout.worker, layout.restart_worker), (layout.beat, None), (layout.proxy, None)):
             if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
-                found.append((f"{proc.name} exited with {proc.proc.returncode}", restart or proc.start))
+                known = known_crash(proc) if proc is layout.worker else None
+                found.append((f"{proc.name} exited with {proc.proc.returncode}", restart or proc.start, known))
         for n, daphne in enumerate(layout.daphnes):
             if daphne.proc is not None and daphne.proc.poll() is not None:
-                found.append((f"daphne :{daphne.port} exited with {daphne.proc.returncode}", _restart(layout, n)))
+                found.append((f"daphne :{daphne.port} exited with {daphne.proc.returncode}", _restart(layout, n), None))
         return found
 
     async def _run(self) -> None:
@@ -194,15 +217,18 @@ class Supervisor:
         while True:
             await asyncio.sleep(POLL)
             async with self.lock:
-                for what, restart in self._exited():
-                    self.exits.append((loop.time(), what))
+                for what, restart, known in self._exited():
+                    if known:
+                        self.known.append((loop.time(), f"{what} ({known})"))
+                    else:
+                        self.exits.append((loop.time(), what))
                     await asyncio.sleep(self.RESTART_AFTER)
                     await asyncio.to_thread(restart)
 
-    def between(self, start: float, end: float, origin: float) -> list[str]:
+    def between(self, start: float, end: float, origin: float, *, known: bool = False) -> list[str]:
         return [
             f"{what} {at - origin:+.1f} s after the fault began (restarted by the runner, as systemd would)"
-            for at, what in self.exits
+            for at, what in (self.known if known else self.exits)
             if start <= at <= end
         ]
 
@@ -473,6 +499,7 @@ async def run_fault(run: Run, name: str, progress: Callable[[str], None]) -> Fau
     report.during = during_fault(run, ledger.answers, fault_start, window_end)
     report.readyz = run.probe.transitions(fault_start - 2.0, window_end, fault_start)
     report.exits = run.supervisor.between(run.reported_until, loop.time(), fault_start)
+    report.known_exits = run.supervisor.between(run.reported_until, loop.time(), fault_start, known=True)
     run.reported_until = loop.time()
     report.logs = checks.log_excerpts(layout.logs(), marks)
     return report

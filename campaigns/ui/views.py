@@ -53,7 +53,8 @@ def campaign_new(request: HttpRequest) -> HttpResponse:
     segment = request.GET.get("segment", "")
     page_data = {
         "campaign_id": None,
-        "initial_segment": int(segment) if segment.isdigit() else None,
+        # ASCII digits within bigint: "²" is a digit to isdigit() but not to int(), and a huge id is no segment.
+        "initial_segment": int(segment) if segment.isascii() and segment.isdigit() and len(segment) <= 18 else None,
         "inboxes": _sending_inboxes(),
     }
     return _page(request, "composer.html", page_data=page_data, campaign_id=None)

@@ -16,9 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from tests.services import free_port
+
+
+class QuickPBKDF2(PBKDF2PasswordHasher):
+    """The algorithm the live server verifies with, in few rounds: the personas are made in milliseconds and the
+    server, a process of its own with the default hashers, can still check them (the suite's MD5 it could not)."""
+
+    iterations = 1_000
+
+
+@pytest.fixture(autouse=True)
+def passwords_the_live_server_can_check(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["tests.browser.conftest.QuickPBKDF2"]
+
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
