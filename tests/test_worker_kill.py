@@ -18,23 +18,16 @@ two identical short replies are indistinguishable at Twilio); no reply is left q
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings as django_settings
-from django.db import connection
 from django.utils import timezone
 
 import channels_adapters.twilio.transport as transport
@@ -44,11 +37,10 @@ from contactcenter.actions.delivery import reconcile_unconfirmed, redeliver_stal
 from contactcenter.actions.inbound import receive_inbound
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.models import IdentityKind, Message, MessageDirection, MessageStatus, Team
-from tests.twilio_fake import RecordingTwilioHttpClient, fixture
+from tests.workers import TwilioReadingTheRecord, celery_workers, recorded_sends, recording_twilio, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = 20
 THREADS = 4
 TOKEN = "test-auth-token-0123456789abcdef"
@@ -57,115 +49,21 @@ NUMBER = "+8610123456782"
 SENDS_KEY = "test:fake-twilio:reply-sends"
 SID_KEY = "test:fake-twilio:reply-sid"
 
-WORKER_BOOT = f"""
-import json, os, time
-import django
-django.setup()
-import redis
-from twilio.http.response import Response
-import channels_adapters.twilio.transport as transport
-from config.celery import app
-from tests.twilio_fake import RecordingTwilioHttpClient, fixture
-
-shared = redis.Redis.from_url(os.environ["REDIS_URL"])
-
-class SharedRecordingTwilio(RecordingTwilioHttpClient):
-    def request(self, method, uri, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False):
-        time.sleep(0.15)  # Twilio's round trip: deliveries are in flight when the kill lands.
-        sid = "SM%032x" % shared.incr({SID_KEY!r})
-        callback = str(data["StatusCallback"])
-        # Recorded once Twilio has it: a kill after this line is "accepted, answer lost".
-        shared.rpush({SENDS_KEY!r}, json.dumps({{"to": data["To"], "sid": sid, "message": callback.split("message=")[1],
-                                                  "body": data["Body"], "from": data.get("From")}}))
-        time.sleep(0.05)
-        created = fixture("api_message_created.json")
-        created.update(sid=sid, to=data["To"], body=data["Body"])
-        return Response(201, json.dumps(created))
-
-fake = SharedRecordingTwilio()
-transport.http_client = lambda: fake
-app.worker_main(["worker", "--pool", "threads", "--concurrency", "{THREADS}", "--loglevel", "WARNING",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat"])
-"""
-
-
-class TwilioReadingTheRecord(RecordingTwilioHttpClient):
-    """Twilio as the workers left it: its Messages list answers from what the workers' fake recorded."""
-
-    def __init__(self, shared: redis.Redis) -> None:
-        super().__init__()
-        self.shared = shared
-
-    def _page(self, params: dict[str, Any]) -> dict[str, Any]:
-        page = fixture("api_message_list.json")
-        now = format_datetime(dt.datetime.now(dt.UTC))
-        page["messages"] = [
-            {
-                "sid": s["sid"],
-                "to": s["to"],
-                "from": s["from"],
-                "body": s["body"],
-                "status": "queued",
-                "date_created": now,
-            }
-            for s in reversed(recorded_sends(self.shared))
-            if s["to"] == params.get("To")
-        ]
-        return page
-
-
-def recorded_sends(shared: redis.Redis) -> list[dict[str, str]]:
-    return [json.loads(raw) for raw in shared.lrange(SENDS_KEY, 0, -1)]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+WORKER_BOOT = (
+    "import django\ndjango.setup()\n"
+    + recording_twilio(sends_key=SENDS_KEY, sid_key=SID_KEY, latency=0.15, answer_latency=0.05)
+    + "from config.celery import app\n"
+    + f"app.worker_main(['worker', '--pool', 'threads', '--concurrency', '{THREADS}', '--loglevel', 'WARNING',"
+    + " '--without-gossip', '--without-mingle', '--without-heartbeat'])\n"
+)
 
 
 @pytest.fixture
 def start_worker(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     settings.TASK_RUNNER = "celery"
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "TASK_RUNNER": "celery",
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "PUBLIC_BASE_URL": "http://testserver",
-    }
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        log = tempfile.NamedTemporaryFile(prefix="reply-worker-", suffix=".log", delete=False)
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER_BOOT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        started.append((proc, log))
-        return proc
-
-    yield start
-    for proc, log in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
-        print(f"--- {log.name} ---\n" + Path(log.name).read_text(errors="replace")[-4000:])
-        os.unlink(log.name)
-    from config.celery import app
-
-    app.control.purge()
-    # The killed worker's unacknowledged tasks: kombu would put them back in the queue after the visibility
-    # timeout, for a later test's worker to find.
-    redis.Redis.from_url(django_settings.REDIS_URL).delete("unacked", "unacked_index")
+    with celery_workers(boot=WORKER_BOOT, token=TOKEN, log_prefix="reply-worker-") as start:
+        yield start
 
 
 def test_worker_killed_mid_delivery_loses_and_duplicates_no_reply(
@@ -238,7 +136,7 @@ def test_worker_killed_mid_delivery_loses_and_duplicates_no_reply(
 
     assert wait_for(settled_down, timeout=60, step=1.0)
     left_unconfirmed = unconfirmed.count()
-    monkeypatch.setattr(transport, "http_client", lambda: TwilioReadingTheRecord(shared))
+    monkeypatch.setattr(transport, "http_client", lambda: TwilioReadingTheRecord(shared, SENDS_KEY))
     settled = reconcile_unconfirmed(
         now=timezone.now() + dt.timedelta(minutes=django_settings.DELIVERY_UNCONFIRMED_MINUTES + 1)
     )
@@ -250,7 +148,7 @@ def test_worker_killed_mid_delivery_loses_and_duplicates_no_reply(
 
     assert wait_for(all_sent, timeout=120, step=0.5), Counter(replies.values_list("status", flat=True))
 
-    sends = recorded_sends(shared)
+    sends = recorded_sends(shared, SENDS_KEY)
     rows = Counter(replies.values_list("conversation__patient__identities__value", "body"))
     sent = Counter((s["to"], s["body"]) for s in sends)
     assert sent == rows

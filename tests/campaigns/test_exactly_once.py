@@ -22,23 +22,16 @@ doubled. See campaigns/sending/engine.py.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings as django_settings
-from django.db import connection
 from django.utils import timezone
 
 import channels_adapters.twilio.transport as transport
@@ -60,11 +53,10 @@ from contactcenter.models import (
     SenderKind,
 )
 from contactcenter.taskrunner import enqueue
-from tests.twilio_fake import RecordingTwilioHttpClient, fixture
+from tests.workers import TwilioReadingTheRecord, celery_workers, recorded_sends, recording_twilio, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 # The issue's example: 2,000 recipients.
 RECIPIENTS = 2000
 THREADS = 4
@@ -76,118 +68,24 @@ SID_KEY = "test:fake-twilio:sid"
 LEASE_SECONDS = 3
 
 # The worker: the real Celery worker, with the recording Twilio fake installed and the two timeouts shortened.
-WORKER_BOOT = f"""
-import datetime as dt, json, os, sys
-import django
-django.setup()
-import redis
-from twilio.http.response import Response
-import channels_adapters.twilio.transport as transport
-from campaigns.sending import engine
-from config.celery import app
-from tests.twilio_fake import RecordingTwilioHttpClient, fixture
-
-shared = redis.Redis.from_url(os.environ["REDIS_URL"])
-
-class SharedRecordingTwilio(RecordingTwilioHttpClient):
-    def request(self, method, uri, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False):
-        sid = "SM%032x" % shared.incr({SID_KEY!r})
-        callback = str(data["StatusCallback"])
-        # Recorded when Twilio has the message: a kill after this line is "accepted, answer lost".
-        shared.rpush({SENDS_KEY!r}, json.dumps({{"to": data["To"], "sid": sid, "message": callback.split("message=")[1],
-                                                  "body": data["Body"], "from": data.get("From")}}))
-        created = fixture("api_message_created.json")
-        created.update(sid=sid, to=data["To"], body=data["Body"])
-        return Response(201, json.dumps(created))
-
-fake = SharedRecordingTwilio()
-transport.http_client = lambda: fake
-engine.LEASE = dt.timedelta(seconds={LEASE_SECONDS})
-engine.STALLED_DELIVERY = dt.timedelta(seconds=5)
-app.conf.broker_transport_options = {{
-    "visibility_timeout": 8, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
-}}
-app.worker_main(["worker", "--pool", "threads", "--concurrency", "{THREADS}", "--loglevel", "WARNING",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat"])
-"""
-
-
-class TwilioReadingTheRecord(RecordingTwilioHttpClient):
-    """Twilio as the workers left it: its Messages list answers from what the workers' fake recorded."""
-
-    def __init__(self, shared: redis.Redis) -> None:
-        super().__init__()
-        self.shared = shared
-
-    def _page(self, params: dict[str, Any]) -> dict[str, Any]:
-        page = fixture("api_message_list.json")
-        now = format_datetime(dt.datetime.now(dt.UTC))
-        page["messages"] = [
-            {
-                "sid": s["sid"],
-                "to": s["to"],
-                "from": s["from"],
-                "body": s["body"],
-                "status": "queued",
-                "date_created": now,
-            }
-            for s in reversed(recorded_sends(self.shared))
-            if s["to"] == params.get("To")
-        ]
-        return page
+WORKER_BOOT = (
+    "import datetime as dt\nimport django\ndjango.setup()\n"
+    + recording_twilio(sends_key=SENDS_KEY, sid_key=SID_KEY)
+    + "from campaigns.sending import engine\nfrom config.celery import app\n"
+    + f"engine.LEASE = dt.timedelta(seconds={LEASE_SECONDS})\n"
+    + "engine.STALLED_DELIVERY = dt.timedelta(seconds=5)\n"
+    + "app.conf.broker_transport_options = {'visibility_timeout': 8, 'unacked_restore_interval': 1,"
+    + " 'unacked_restore_throttle': 1}\n"
+    + f"app.worker_main(['worker', '--pool', 'threads', '--concurrency', '{THREADS}', '--loglevel', 'WARNING',"
+    + " '--without-gossip', '--without-mingle', '--without-heartbeat'])\n"
+)
 
 
 @pytest.fixture
 def start_worker(settings: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     settings.TASK_RUNNER = "celery"
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "TASK_RUNNER": "celery",
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "PUBLIC_BASE_URL": "http://testserver",
-    }
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        log = tempfile.NamedTemporaryFile(prefix="campaign-worker-", suffix=".log", delete=False)
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER_BOOT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        started.append((proc, log))
-        return proc
-
-    yield start
-    for proc, log in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
-        # Shown by pytest when the test fails.
-        print(f"--- {log.name} ---\n" + Path(log.name).read_text(errors="replace")[-4000:])
-        os.unlink(log.name)
-    # Tasks the workers left in the queue (requeued at shutdown, or held by the killed one) must not be
-    # picked up by a later test's worker.
-    from config.celery import app
-
-    app.control.purge()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
-def recorded_sends(shared: redis.Redis) -> list[dict[str, str]]:
-    return [json.loads(raw) for raw in shared.lrange(SENDS_KEY, 0, -1)]
+    with celery_workers(boot=WORKER_BOOT, token=TOKEN, log_prefix="campaign-worker-") as start:
+        yield start
 
 
 def make_campaign() -> Campaign:
@@ -300,7 +198,7 @@ def test_worker_killed_mid_campaign_and_replaced_sends_every_recipient_exactly_o
     assert wait_for(settled_down, timeout=60, step=1.0)
     left_unconfirmed = unconfirmed.count()
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    monkeypatch.setattr(transport, "http_client", lambda: TwilioReadingTheRecord(shared))
+    monkeypatch.setattr(transport, "http_client", lambda: TwilioReadingTheRecord(shared, SENDS_KEY))
     settled = reconcile_unconfirmed(
         now=timezone.now() + dt.timedelta(minutes=django_settings.DELIVERY_UNCONFIRMED_MINUTES + 1)
     )
@@ -318,7 +216,7 @@ def test_worker_killed_mid_campaign_and_replaced_sends_every_recipient_exactly_o
     second.wait(120)
 
     # Twilio reports each message it accepted.
-    sends = recorded_sends(shared)
+    sends = recorded_sends(shared, SENDS_KEY)
     for send in sends:
         update_message_status(
             inbox_id=campaign.inbox_id,
