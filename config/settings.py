@@ -130,9 +130,6 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# Last, so it is the first to see a view's exception: a database that went away is a 503 with Retry-After, not a 500.
-MIDDLEWARE.append("contactcenter.resilience.DatabaseUnavailableMiddleware")
-
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -86,12 +87,21 @@ def check_database() -> Check:
     return Check("database", OK, connection.vendor, serving=True, data={"ms": _ms(started)})
 
 
+# One client (and its connection pool) per process and URL: every probe and heartbeat would otherwise open and
+# close a connection of its own.
+_clients: dict[tuple[int, str], Any] = {}
+
+
 def _redis() -> Any:
     import redis
 
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-    )
+    key = (os.getpid(), settings.REDIS_URL)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+        )
+    return client
 
 
 def check_redis() -> Check:
@@ -99,11 +109,7 @@ def check_redis() -> Check:
         return Check("redis", DISABLED, "not used: in-memory channel layer and in-process tasks", serving=True)
     started = time.monotonic()
     try:
-        client = _redis()
-        try:
-            client.ping()
-        finally:
-            client.close()
+        _redis().ping()
     except Exception as exc:
         return Check("redis", FAILING, f"unreachable: {type(exc).__name__}", serving=True)
     return Check("redis", OK, "channel layer and task broker", serving=True, data={"ms": _ms(started)})
@@ -116,11 +122,7 @@ def check_workers(*, redis_ok: bool) -> Check:
     if not redis_ok:
         return Check("workers", FAILING, "the broker is unreachable, so no worker can take tasks")
     try:
-        client = _redis()
-        try:
-            names = sorted(k.decode()[len(HEARTBEAT_PREFIX) :] for k in client.scan_iter(f"{HEARTBEAT_PREFIX}*"))
-        finally:
-            client.close()
+        names = sorted(k.decode()[len(HEARTBEAT_PREFIX) :] for k in _redis().scan_iter(f"{HEARTBEAT_PREFIX}*"))
     except Exception as exc:
         return Check("workers", FAILING, f"heartbeats unreadable: {type(exc).__name__}")
     if not names:
@@ -173,11 +175,7 @@ def _ms(started: float) -> int:
 def write_worker_heartbeat(hostname: str) -> None:
     """Called by each Celery worker every HEARTBEAT_SECONDS; /readyz counts the keys still alive."""
     try:
-        client = _redis()
-        try:
-            client.set(f"{HEARTBEAT_PREFIX}{hostname}", timezone.now().isoformat(), ex=HEARTBEAT_TTL_SECONDS)
-        finally:
-            client.close()
+        _redis().set(f"{HEARTBEAT_PREFIX}{hostname}", timezone.now().isoformat(), ex=HEARTBEAT_TTL_SECONDS)
     except Exception as exc:
         # The broker being away is reported by /readyz from the other side; the worker keeps going.
         logger.warning("worker heartbeat not written: %s", type(exc).__name__)
@@ -185,10 +183,6 @@ def write_worker_heartbeat(hostname: str) -> None:
 
 def clear_worker_heartbeat(hostname: str) -> None:
     try:
-        client = _redis()
-        try:
-            client.delete(f"{HEARTBEAT_PREFIX}{hostname}")
-        finally:
-            client.close()
+        _redis().delete(f"{HEARTBEAT_PREFIX}{hostname}")
     except Exception:
         logger.warning("worker heartbeat not cleared for a stopping worker")

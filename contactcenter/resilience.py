@@ -5,9 +5,9 @@ Two pieces, both at the edge of a request:
   per provider id, statuses only move forward): when the database connection turns out dead, it is dropped
   and the view runs again on a fresh one, backing off for a few seconds while the database restarts. A
   restart then costs the provider nothing.
-- `DatabaseUnavailableMiddleware` answers 503 with Retry-After, not 500, when the database still cannot be
-  reached: Twilio retries what the operator's connection overrides say to retry (`#rp=5xx`, see
-  docs/production.md), and API clients know to try again.
+- `server_error`, the project's handler500, answers 503 with Retry-After, not 500, when the database still
+  cannot be reached, wherever that was noticed (a view, a middleware): Twilio retries what the operator's
+  connection overrides say to retry (`#rp=5xx`, see docs/production.md), and API clients know to try again.
 """
 
 from __future__ import annotations
@@ -81,29 +81,11 @@ def retry_on_dead_connection(view: Callable[..., HttpResponse]) -> Callable[...,
     return wrapped
 
 
-class DatabaseUnavailableMiddleware:
-    """Any view whose database went away answers 503 + Retry-After instead of a 500."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, DEAD_CONNECTION_ERRORS):
-            logger.error("%s: database unavailable (%s); answered 503", request.path, type(exception).__name__)
-            _drop_connection()
-            return unavailable()
-        return None
-
-
 def server_error(request: HttpRequest) -> HttpResponse:
     """handler500: a database that went away while any middleware or view ran is a 503, not a 500.
 
-    DatabaseUnavailableMiddleware sees only views' exceptions; one raised in a middleware (the session read
-    behind the idle-timeout check, say) reaches Django's error handler, which calls this inside its except
-    block, so the exception is still the current one.
+    Django calls its error handler inside the except block that caught the exception, whether a view or a
+    middleware (the session read behind the idle-timeout check, say) raised it, so it is still the current one.
     """
     exc = sys.exc_info()[1]
     if isinstance(exc, DEAD_CONNECTION_ERRORS):

@@ -37,7 +37,14 @@ from contactcenter.actions.delivery import reconcile_unconfirmed, redeliver_stal
 from contactcenter.actions.inbound import receive_inbound
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.models import IdentityKind, Message, MessageDirection, MessageStatus, Team
-from tests.workers import TwilioReadingTheRecord, celery_workers, recorded_sends, recording_twilio, wait_for
+from tests.workers import (
+    TwilioReadingTheRecord,
+    celery_workers,
+    holds_steady,
+    recorded_sends,
+    recording_twilio,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,18 +69,17 @@ WORKER_BOOT = (
 def start_worker(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     settings.TASK_RUNNER = "celery"
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    with celery_workers(boot=WORKER_BOOT, token=TOKEN, log_prefix="reply-worker-") as start:
+    with celery_workers(
+        boot=WORKER_BOOT, token=TOKEN, log_prefix="reply-worker-", clear_keys=(SENDS_KEY, SID_KEY)
+    ) as start:
         yield start
 
 
 def test_worker_killed_mid_delivery_loses_and_duplicates_no_reply(
     start_worker: Callable[[], subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from config.celery import app
 
     shared = redis.Redis.from_url(django_settings.REDIS_URL)
-    shared.delete(SENDS_KEY, SID_KEY)
-    app.control.purge()
     team = Team.objects.create(code="service", name="Patient service")
     inbox = save_sms_inbox(
         inbox=None,
@@ -128,13 +134,7 @@ def test_worker_killed_mid_delivery_loses_and_duplicates_no_reply(
     assert wait_for(queue_drained, timeout=180, step=2.0), Counter(replies.values_list("status", flat=True))
 
     unconfirmed = replies.filter(status=MessageStatus.SENDING, provider_message_id__isnull=True)
-    seen: list[int] = []
-
-    def settled_down() -> bool:
-        seen.append(unconfirmed.count())
-        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
-
-    assert wait_for(settled_down, timeout=60, step=1.0)
+    assert wait_for(holds_steady(unconfirmed.count), timeout=60, step=1.0)
     left_unconfirmed = unconfirmed.count()
     monkeypatch.setattr(transport, "http_client", lambda: TwilioReadingTheRecord(shared, SENDS_KEY))
     settled = reconcile_unconfirmed(

@@ -103,10 +103,24 @@ def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -
     return False
 
 
+def holds_steady(measure: Callable[[], int], polls: int = 3) -> Callable[[], bool]:
+    """A predicate for wait_for: true once `measure` gave the same value `polls` times running (the live workers'
+    deliveries in flight have finished, so a sweep that jumps the clock cannot race them)."""
+    seen: list[int] = []
+
+    def steady() -> bool:
+        seen.append(measure())
+        return len(seen) >= polls and len(set(seen[-polls:])) == 1
+
+    return steady
+
+
 @contextlib.contextmanager
-def celery_workers(*, boot: str, token: str, log_prefix: str) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def celery_workers(
+    *, boot: str, token: str, log_prefix: str, clear_keys: tuple[str, ...] = ()
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """A starter of real workers running `boot` (which ends by calling app.worker_main) against this test's
-    database. At the end every worker is stopped (its log printed, for a failing test's report), the queue is
+    database. It starts from an empty queue and with `clear_keys` (the fake's records) deleted. At the end every worker is stopped (its log printed, for a failing test's report), the queue is
     purged and the killed workers' unacknowledged tasks dropped: kombu would put them back after the visibility
     timeout, for a later test's worker to find."""
     db = connection.settings_dict
@@ -118,6 +132,11 @@ def celery_workers(*, boot: str, token: str, log_prefix: str) -> Iterator[Callab
         "PUBLIC_BASE_URL": "http://testserver",
     }
     started: list[tuple[subprocess.Popen[bytes], Any]] = []
+    from config.celery import app
+
+    app.control.purge()
+    if clear_keys:
+        redis.Redis.from_url(settings.REDIS_URL).delete(*clear_keys)
 
     def start() -> subprocess.Popen[bytes]:
         log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)
@@ -138,7 +157,5 @@ def celery_workers(*, boot: str, token: str, log_prefix: str) -> Iterator[Callab
             log.close()
             print(f"--- {log.name} ---\n" + Path(log.name).read_text(errors="replace")[-4000:])
             os.unlink(log.name)
-        from config.celery import app
-
         app.control.purge()
         redis.Redis.from_url(settings.REDIS_URL).delete("unacked", "unacked_index")

@@ -4,6 +4,7 @@ answer is kept (what was sent, when, and what came back) for the checks afterwar
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import itertools
@@ -66,8 +67,9 @@ async def _send_once(port: int, request: Request, timeout: float) -> tuple[int |
         conn.close()
 
 
-class Paced:
-    """Request i is due at t0 + i/rate while running, whatever became of the earlier ones (open loop)."""
+class Paced(abc.ABC):
+    """Request i is due at t0 + i/rate while running, whatever became of the earlier ones (open loop). Each kind
+    of load says what its next request is (make) and what to keep of an answer (on_answer)."""
 
     def __init__(self, *, rate: float, port: int, ledger: Ledger) -> None:
         self.rate = rate
@@ -77,8 +79,8 @@ class Paced:
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def make(self) -> tuple[Request, Answer]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def make(self) -> tuple[Request, Answer]: ...
 
     def on_answer(self, answer: Answer, body: bytes) -> None:
         return None

@@ -46,7 +46,7 @@ from campaigns.sending import progress, throttle
 from campaigns.templating import compose_for
 from contactcenter.actions.consent import REFUSED_NO_CONSENT, REFUSED_OPTED_OUT, marketing_refusals
 from contactcenter.actions.conversations import open_outbound_conversations
-from contactcenter.actions.delivery import deliver_batch
+from contactcenter.actions.delivery import deliver_batch, hand_over
 from contactcenter.actions.outbound import Draft, queue_outbound_batch
 from contactcenter.bulk_update import update_rows
 from contactcenter.dispatch import skip_locked
@@ -339,14 +339,10 @@ def redeliver_stalled(campaign_id: int | None = None, *, now: dt.datetime | None
                 "message_id"
             )
         )
-    ids = list(stalled.order_by("pk").values_list("pk", flat=True)[:5000])
-    # Restarts the clock, so the next sweep does not hand them over again while the task waits in the queue.
-    Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(status_changed_at=now)
-    for message_id in ids:
-        transaction.on_commit(functools.partial(enqueue, "contactcenter.tasks.deliver_message", message_id=message_id))
-    if ids:
-        logger.warning("campaign %s: %d stalled deliveries enqueued again", campaign_id or "*", len(ids))
-    return len(ids)
+    handed = hand_over(stalled.order_by("pk"), now=now)
+    if handed:
+        logger.warning("campaign %s: %d stalled deliveries enqueued again", campaign_id or "*", handed)
+    return handed
 
 
 def run_campaign(campaign_id: int) -> str:

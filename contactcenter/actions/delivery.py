@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from channels_adapters.base import (
@@ -600,14 +601,26 @@ def redeliver_stalled(*, now: dt.datetime | None = None, limit: int = 5000) -> i
         provider_message_id__isnull=True,
         status_changed_at__lt=now - dt.timedelta(seconds=settings.DELIVERY_STALLED_SECONDS),
     ).exclude(error_message__gt="", status_changed_at__gte=now - RETRY_WINDOW)
-    ids = list(stalled.order_by("status_changed_at", "pk").values_list("pk", flat=True)[:limit])
+    handed = hand_over(stalled.order_by("status_changed_at", "pk"), now=now, limit=limit)
+    if handed:
+        logger.warning("%d stalled outbound message(s) handed to delivery again", handed)
+    return handed
+
+
+def hand_over(stalled: QuerySet[Message], *, now: dt.datetime, limit: int = 5000) -> int:
+    """Enqueue delivery again for the queued messages of `stalled` (in its order, at most `limit`); returns how many.
+
+    The one mechanism behind every stalled-delivery sweep (this module's, a campaign's): each message's clock is
+    restarted, so the next sweep does not hand it over again while its task waits in the queue, and the task is
+    enqueued after commit (at once outside a transaction). Delivery's claim keeps a late original task and this
+    one from both sending.
+    """
+    ids = list(stalled.values_list("pk", flat=True)[:limit])
     if not ids:
         return 0
-    # Restarts the clock, so the next sweep does not hand them over again while the task waits in the queue.
     Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).update(status_changed_at=now)
     for message_id in ids:
-        enqueue("contactcenter.tasks.deliver_message", message_id=message_id)
-    logger.warning("%d stalled outbound message(s) handed to delivery again", len(ids))
+        transaction.on_commit(functools.partial(enqueue, "contactcenter.tasks.deliver_message", message_id=message_id))
     return len(ids)
 
 
@@ -633,12 +646,20 @@ def poll_unsettled_statuses(*, now: dt.datetime | None = None, limit: int = 100)
         .select_related("inbox")
         .order_by("status_changed_at", "pk")[: limit * 4]
     )
-    due = [m for m in rows if cache.add(f"delivery:status-polled:{m.pk}", 1, timeout=int(interval.total_seconds()))]
+    due: list[Message] = []
+    for message in rows:
+        # The cache remembers who was asked this interval; the scan stops as soon as enough are due.
+        if cache.add(f"delivery:status-polled:{message.pk}", 1, timeout=int(interval.total_seconds())):
+            due.append(message)
+            if len(due) == limit:
+                break
     moved = 0
     adapters: dict[int, ChannelAdapter] = {}
-    for message in due[:limit]:
+    for message in due:
         try:
-            adapter = adapters.setdefault(message.inbox_id, adapter_for(message.inbox))
+            if message.inbox_id not in adapters:
+                adapters[message.inbox_id] = adapter_for(message.inbox)
+            adapter = adapters[message.inbox_id]
             assert isinstance(adapter, LooksUpStatus)
             update = adapter.fetch_status(message.inbox, str(message.provider_message_id))
             if update is not None and update_message_status(

@@ -1,12 +1,12 @@
 # The messages a provider accepted whose status never moved on (lost status callbacks), for the dispatcher's
 # poll. A partial index: only messages in flight are in it, so it stays small however large the table grows.
-#
-# Built CONCURRENTLY on PostgreSQL, as 0006 is, so webhooks and sends go on while it builds; a half-built index
-# left by an interrupted run is dropped and built again. SQLite gets the ordinary statement.
+# Built CONCURRENTLY on PostgreSQL (see _concurrent_index), so webhooks and sends go on while it builds.
 
 from typing import Any
 
 from django.db import migrations, models
+
+from contactcenter.migrations._concurrent_index import add_concurrently, remove_concurrently
 
 INDEX = models.Index(
     condition=models.Q(("provider_message_id__isnull", False), ("status", "sending")),
@@ -17,30 +17,18 @@ INDEX = models.Index(
 
 def forwards(apps: Any, schema_editor: Any) -> None:
     message = apps.get_model("contactcenter", "Message")
-    if schema_editor.connection.vendor != "postgresql":
-        schema_editor.add_index(message, INDEX)
-        return
     quote = schema_editor.quote_name
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
-            [INDEX.name],
-        )
-        found = cursor.fetchone()
-    if found is not None and not found[0]:
-        schema_editor.execute(f"DROP INDEX CONCURRENTLY {quote(INDEX.name)}")
-    schema_editor.execute(
+    add_concurrently(
+        schema_editor,
+        message,
+        INDEX,
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quote(INDEX.name)} ON {quote(message._meta.db_table)} "
-        f"({quote('status_changed_at')}) WHERE {quote('provider_message_id')} IS NOT NULL AND {quote('status')} = 'sending'"
+        f"({quote('status_changed_at')}) WHERE {quote('provider_message_id')} IS NOT NULL AND {quote('status')} = 'sending'",
     )
 
 
 def backwards(apps: Any, schema_editor: Any) -> None:
-    message = apps.get_model("contactcenter", "Message")
-    if schema_editor.connection.vendor != "postgresql":
-        schema_editor.remove_index(message, INDEX)
-        return
-    schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(INDEX.name)}")
+    remove_concurrently(schema_editor, apps.get_model("contactcenter", "Message"), INDEX)
 
 
 class Migration(migrations.Migration):

@@ -53,7 +53,14 @@ from contactcenter.models import (
     SenderKind,
 )
 from contactcenter.taskrunner import enqueue
-from tests.workers import TwilioReadingTheRecord, celery_workers, recorded_sends, recording_twilio, wait_for
+from tests.workers import (
+    TwilioReadingTheRecord,
+    celery_workers,
+    holds_steady,
+    recorded_sends,
+    recording_twilio,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,7 +91,9 @@ WORKER_BOOT = (
 @pytest.fixture
 def start_worker(settings: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     settings.TASK_RUNNER = "celery"
-    with celery_workers(boot=WORKER_BOOT, token=TOKEN, log_prefix="campaign-worker-") as start:
+    with celery_workers(
+        boot=WORKER_BOOT, token=TOKEN, log_prefix="campaign-worker-", clear_keys=(SENDS_KEY, SID_KEY)
+    ) as start:
         yield start
 
 
@@ -140,11 +149,8 @@ def make_campaign() -> Campaign:
 def test_worker_killed_mid_campaign_and_replaced_sends_every_recipient_exactly_once(
     start_worker: Callable[[], subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from config.celery import app
 
     shared = redis.Redis.from_url(django_settings.REDIS_URL)
-    shared.delete(SENDS_KEY, SID_KEY)
-    app.control.purge()
     campaign = make_campaign()
 
     first = start_worker()
@@ -189,13 +195,7 @@ def test_worker_killed_mid_campaign_and_replaced_sends_every_recipient_exactly_o
     )
     # The sweep only looks at sends DELIVERY_UNCONFIRMED_MINUTES old, which no live delivery is; the test
     # jumps the clock instead, so it first lets the live worker's deliveries in flight finish.
-    seen: list[int] = []
-
-    def settled_down() -> bool:
-        seen.append(unconfirmed.count())
-        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
-
-    assert wait_for(settled_down, timeout=60, step=1.0)
+    assert wait_for(holds_steady(unconfirmed.count), timeout=60, step=1.0)
     left_unconfirmed = unconfirmed.count()
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setattr(transport, "http_client", lambda: TwilioReadingTheRecord(shared, SENDS_KEY))
