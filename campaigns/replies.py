@@ -125,6 +125,15 @@ def label_conversation(*, conversation: Conversation, campaign_name: str) -> boo
     return True
 
 
+def may_answer_a_campaign(
+    *, message: Message, conversation: Conversation, patient: Patient, keyword: str | None
+) -> bool:
+    """The hook's interest check: an opt-out (it skips waiting rows), or a patient some campaign was sent to."""
+    if message.direction != MessageDirection.INBOUND:
+        return False
+    return keyword == OPT_OUT or CampaignRecipient.objects.filter(patient=patient, sent_at__isnull=False).exists()
+
+
 def handle_inbound(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
     """The inbound hook: record a reply (or an opt-out) against the campaign the patient answers."""
     if message.direction != MessageDirection.INBOUND:

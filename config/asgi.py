@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
 from contactcenter import taskrunner  # noqa: E402
+from contactcenter.shedding import ShedWebhookOverload  # noqa: E402
 
 
 class AttachLoop:
@@ -34,7 +35,8 @@ class AttachLoop:
 application = AttachLoop(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # Webhooks beyond what this process can start soon are refused with a retryable 503.
+            "http": ShedWebhookOverload(django_asgi_app),
             # Each websocket route carries its own protection (see config/routing.py).
             "websocket": URLRouter(websocket_urlpatterns),
         }

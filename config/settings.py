@@ -174,10 +174,12 @@ def _database() -> dict[str, object]:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     if config.get("ENGINE") != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL; SQLite is the embedded default")
-    pool_size = envint("DB_POOL_MAX_SIZE", 0, minimum=0)
+    # Daphne runs each sync request on a fresh thread, so CONN_MAX_AGE never reuses a connection there: a pool
+    # per process does, and is on by default. A request that cannot get a connection within the pool's timeout
+    # is answered 503 (contactcenter.resilience), and webhooks beyond WEBHOOK_MAX_IN_FLIGHT are refused with a
+    # 503 before they wait at all (contactcenter.shedding). DB_CONN_MAX_AGE instead turns the pool off.
+    pool_size = envint("DB_POOL_MAX_SIZE", 0 if config.get("CONN_MAX_AGE") else 10, minimum=0)
     if pool_size:
-        # Daphne runs each sync request on a fresh thread, so CONN_MAX_AGE never reuses a connection
-        # there: a pool per process does. The wait stays under Twilio's 15 s webhook timeout.
         if config.get("CONN_MAX_AGE"):
             raise ImproperlyConfigured("DB_CONN_MAX_AGE and DB_POOL_MAX_SIZE exclude each other; set one to 0")
         options = dict(config.get("OPTIONS") or {})
@@ -456,6 +458,10 @@ TWILIO_API_TIMEOUT_SECONDS = envint("TWILIO_API_TIMEOUT_SECONDS", 15, minimum=1)
 # Twilio's connection overrides, appended as the fragment of every webhook URL we give it (the settings page shows
 # them; status callbacks carry them): e.g. "rc=3&rp=5xx" has Twilio retry a 5xx answer three times, so a
 # patient's message sent while the database restarts is not lost. See docs/production.md.
+# Webhooks one server process handles at once; the next is refused at once with a 503 and Retry-After
+# (contactcenter.shedding) rather than queued past the provider's timeout.
+WEBHOOK_MAX_IN_FLIGHT = envint("WEBHOOK_MAX_IN_FLIGHT", 32, minimum=1)
+WEBHOOK_RETRY_AFTER_SECONDS = envint("WEBHOOK_RETRY_AFTER_SECONDS", 2, minimum=1)
 TWILIO_WEBHOOK_OVERRIDES = envstr("TWILIO_WEBHOOK_OVERRIDES").strip().lstrip("#")
 if TWILIO_WEBHOOK_OVERRIDES and not re.fullmatch(r"[A-Za-z0-9_.=&,-]+", TWILIO_WEBHOOK_OVERRIDES):
     raise ImproperlyConfigured(

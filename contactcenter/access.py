@@ -196,15 +196,10 @@ class EventVisibility:
         return self.everything or (self.team_ids >= other.team_ids and self.inbox_ids >= other.inbox_ids)
 
     def groups(self) -> list[str]:
-        """The channel-layer groups whose hints may concern this user. The user's own group is always among
-        them: account changes are pushed there (contactcenter.actions.staff.notify_sockets)."""
-        if self.everything:
-            return [events.ALL_EVENTS_GROUP, events.user_group(self.user_id)]
-        return [
-            *(events.inbox_group(i) for i in sorted(self.inbox_ids)),
-            *(events.team_group(t) for t in sorted(self.team_ids)),
-            events.user_group(self.user_id),
-        ]
+        """The channel-layer groups a socket of this user joins: the user's own, where account changes are pushed
+        (contactcenter.actions.staff.notify_sockets). Events reach it through the process's hub
+        (contactcenter.fanout), whatever its inboxes and teams."""
+        return [events.user_group(self.user_id)]
 
 
 def event_visibility_for(user: StaffUser | None) -> EventVisibility | None:
@@ -215,7 +210,7 @@ def event_visibility_for(user: StaffUser | None) -> EventVisibility | None:
     if sees_everything(user):
         return EventVisibility(user_id=user.pk, everything=True, team_ids=frozenset(), inbox_ids=frozenset())
     # Teams and their inboxes in one query: sockets re-take this snapshot every few seconds.
-    rows = Team.objects.filter(members__user_id=user.pk).values_list("id", "inboxes__id")
+    rows = Team.objects.filter(members__user_id=user.pk).order_by().values_list("id", "inboxes__id")
     teams = frozenset(team for team, _ in rows)
     inboxes = frozenset(inbox for _, inbox in rows if inbox is not None)
     return EventVisibility(user_id=user.pk, everything=False, team_ids=teams, inbox_ids=inboxes)
@@ -226,7 +221,8 @@ def placements_of(conversation_ids: Iterable[int]) -> dict[int, Placement]:
     wanted = set(conversation_ids)
     if not wanted:
         return {}
-    rows = Conversation.objects.filter(pk__in=wanted).values_list("pk", "inbox_id", "team_id", "patient_id")
+    # No ORDER BY: the model's default ordering would sort rows a dict does not need sorted.
+    rows = Conversation.objects.filter(pk__in=wanted).order_by().values_list("pk", "inbox_id", "team_id", "patient_id")
     return {pk: Placement(inbox_id=inbox, team_id=team, patient_id=patient) for pk, inbox, team, patient in rows}
 
 
@@ -287,3 +283,98 @@ def staff_for_session(session_key: str | None) -> User | None:
     if any(constant_time_compare(session_hash, h) for h in user.get_session_auth_fallback_hash()):
         return user
     return None
+
+
+_MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+_DB_SESSIONS = "django.contrib.sessions.backends.db"
+
+
+def staff_and_visibility_for_sessions(
+    session_keys: Iterable[str | None],
+) -> dict[str, tuple[User | None, EventVisibility | None]]:
+    """staff_for_session() and event_visibility_for() for many sockets at once: the periodic re-check of every
+    agent socket of a process (contactcenter.fanout). With database sessions and the model backend (this
+    project's setup) that is four queries whatever the number of sockets; any other setup is checked one by one.
+    """
+    keys = {key for key in session_keys if key}
+    users: dict[str, User | None] = {}
+    if settings.SESSION_ENGINE == _DB_SESSIONS:
+        users = _staff_for_db_sessions(keys)
+    for key in keys - users.keys():
+        users[key] = staff_for_session(key)
+    visibilities = event_visibilities_for([user for user in users.values() if user is not None])
+    return {key: (user, visibilities.get(user.pk) if user is not None else None) for key, user in users.items()}
+
+
+def _staff_for_db_sessions(keys: set[str]) -> dict[str, User | None]:
+    """The same checks as staff_for_session(), for database sessions signed in through the model backend; a
+    session signed in through another backend is left out (the caller checks it one by one)."""
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    found: dict[str, User | None] = dict.fromkeys(keys)
+    claims: dict[str, tuple[int, str]] = {}
+    for session_key, data in Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
+        "session_key", "session_data"
+    ):
+        decoded = store.decode(data)
+        backend_path = decoded.get(BACKEND_SESSION_KEY)
+        if backend_path != _MODEL_BACKEND:
+            if backend_path in settings.AUTHENTICATION_BACKENDS:
+                del found[session_key]  # another backend's user: checked one by one
+            continue
+        if _MODEL_BACKEND not in settings.AUTHENTICATION_BACKENDS or not decoded.get(HASH_SESSION_KEY):
+            continue
+        try:
+            user_id = get_user_model()._meta.pk.to_python(decoded[SESSION_KEY])
+        except (KeyError, ValueError):
+            continue
+        claims[session_key] = (user_id, decoded[HASH_SESSION_KEY])
+    accounts = {
+        user.pk: user
+        for user in get_user_model()
+        .objects.select_related("agent_profile")
+        .filter(pk__in={user_id for user_id, _ in claims.values()}, is_active=True)
+    }
+    for session_key, (user_id, session_hash) in claims.items():
+        user = accounts.get(user_id)
+        if user is None:
+            continue
+        if constant_time_compare(session_hash, user.get_session_auth_hash()) or any(
+            constant_time_compare(session_hash, h) for h in user.get_session_auth_fallback_hash()
+        ):
+            found[session_key] = user
+    return found
+
+
+def event_visibilities_for(users: Iterable[User]) -> dict[int, EventVisibility]:
+    """event_visibility_for() for many users, with one query for all their teams and inboxes."""
+    result: dict[int, EventVisibility] = {}
+    scoped: list[User] = []
+    for user in users:
+        if not user.is_active or not can_use_inbox(user):
+            continue
+        if sees_everything(user):
+            result[user.pk] = EventVisibility(
+                user_id=user.pk, everything=True, team_ids=frozenset(), inbox_ids=frozenset()
+            )
+        else:
+            scoped.append(user)
+    teams: dict[int, set[int]] = {user.pk: set() for user in scoped}
+    inboxes: dict[int, set[int]] = {user.pk: set() for user in scoped}
+    if scoped:
+        rows = (
+            Team.objects.filter(members__user_id__in=teams.keys())
+            .order_by()
+            .values_list("members__user_id", "id", "inboxes__id")
+        )
+        for user_id, team, inbox in rows:
+            teams[user_id].add(team)
+            if inbox is not None:
+                inboxes[user_id].add(inbox)
+    for user in scoped:
+        result[user.pk] = EventVisibility(
+            user_id=user.pk, everything=False, team_ids=frozenset(teams[user.pk]), inbox_ids=frozenset(inboxes[user.pk])
+        )
+    return result

@@ -35,7 +35,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import ValidationError
 
-from contactcenter import access, events, layers
+from contactcenter import access, events, fanout, layers
 from contactcenter.actions.audit import record_audit
 from contactcenter.actions.presence import set_availability
 from contactcenter.models import AuditAction, Event
@@ -43,15 +43,16 @@ from contactcenter.models import AuditAction, Event
 logger = logging.getLogger(__name__)
 
 BATCH = 500
-# Catch up from the database now and then even without hints, in case every hint was lost.
-IDLE_CATCH_UP_SECONDS = 15.0
 # The longest a socket goes without re-checking its session and access, when no "access.changed" push came
-# (a lost push, a session that expired, an inbox moved to another team). The check rides on a catch-up's
-# database hop when one is due anyway, else on the idle loop's tick.
-ACCESS_RECHECK_SECONDS = 5.0
-# How often the idle loop looks whether a check or a catch-up is due (no database work unless one is).
+# (a lost push, a session that expired, an inbox moved to another team). The process's hub re-checks all its
+# sockets in one batch this often (contactcenter.fanout); a database catch-up re-checks on its way when due.
+ACCESS_RECHECK_SECONDS = fanout.ACCESS_RECHECK_SECONDS
+# If the hub's batch re-check has not reached this socket for this long (its loop is stuck on a database that
+# went away), the socket checks itself.
+OWN_RECHECK_SECONDS = 2 * ACCESS_RECHECK_SECONDS
+# How often the idle loop looks whether a check is due (no database work unless one is).
 IDLE_TICK_SECONDS = 1.0
-# While the channel layer cannot carry hints (Redis restarting), the socket reads the event table this often.
+# While the channel layer is down, how often a socket probes it by re-joining its group.
 DEGRADED_CATCH_UP_SECONDS = 2.0
 # How often a socket re-joins its groups even when nothing went wrong that it could see (a FLUSHALL).
 GROUP_REFRESH_SECONDS = 30.0
@@ -96,8 +97,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         self.visibility = None
         self.closing = False
         self._checked_at = 0.0
-        self._caught_up_at = time.monotonic()
         self._lock = asyncio.Lock()
+        self._offer_pending = False
+        self._pending_catch_up: asyncio.Future[None] | None = None
+        self.hub: fanout.EventHub | None = None
         self._layer_generation = layers.generation(self.channel_layer)
         self._groups_refreshed_at = time.monotonic()
         check = await database_sync_to_async(self._check_access)()
@@ -111,9 +114,13 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = groups
         await self.accept()
+        self.hub = await fanout.subscribe(self.channel_layer, self)
         self._idle = asyncio.ensure_future(self._idle_catch_up())
 
     async def disconnect(self, code: int) -> None:
+        self.closing = True
+        if self.hub is not None:
+            await self.hub.unsubscribe(self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.watched is not None:
@@ -210,8 +217,48 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     async def _op_ping(self, content: dict[str, Any]) -> None:
         await self.send_json({"type": "pong"})
 
+    # The process's event hub (contactcenter.fanout).
+    async def hub_offer(self) -> None:
+        """New events are in the hub's buffer: send what this socket may see, in memory."""
+        if self._lock.locked():
+            # A database catch-up or an access check is under way: take them once it is done.
+            self._catch_up_soon()
+            return
+        async with self._lock:
+            if self.cursor is None or self.closing or self.hub is None:
+                return
+            if self.hub.serves(self.cursor):
+                await self._serve_from_hub()
+                return
+        # Further behind than the buffer reaches: read the database.
+        self._catch_up_soon()
+
+    def access_inputs(self) -> tuple[str | None, int | None, access.EventVisibility | None]:
+        return self.session_key, getattr(self.user, "pk", None), self.visibility
+
+    async def access_checked(self, user: Any, visibility: access.EventVisibility | None) -> None:
+        if self.closing or self._lock.locked():
+            # Busy with a catch-up: the hub must not wait on one socket; the next round (or its own check) will do.
+            return
+        async with self._lock:
+            self._checked_at = time.monotonic()
+            await self._apply(self._judge(user, visibility))
+
+    def _catch_up_soon(self) -> None:
+        if not self._offer_pending:
+            self._offer_pending = True
+            self._pending_catch_up = asyncio.ensure_future(self._catch_up())
+
+    async def _serve_from_hub(self) -> None:
+        assert self.hub is not None and self.cursor is not None and self.visibility is not None
+        served = self.hub.serve(self.visibility, self.cursor)
+        self.cursor = max(self.cursor, served.last_id)
+        if served.frame is not None:
+            await self.send(text_data=served.frame)
+
     # Channel layer handlers.
     async def event_hint(self, message: dict[str, Any]) -> None:
+        # Hints go to the hub now; one from a process of an older release (a rolling restart) still works.
         if self.cursor is not None and message.get("event_id", 0) > self.cursor:
             await self._catch_up()
 
@@ -236,8 +283,11 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     async def _catch_up(self, *, audit: bool = False) -> None:
         # One catch-up at a time per socket, so events go out once and in id order.
         async with self._lock:
-            self._caught_up_at = time.monotonic()
+            self._offer_pending = False
             while self.cursor is not None and not self.closing:
+                if not audit and self.hub is not None and self.hub.serves(self.cursor):
+                    await self._serve_from_hub()
+                    return
                 batch = await database_sync_to_async(self._events_after)(self.cursor, audit)
                 if batch.close_code is not None:
                     await self._shut(batch.close_code)
@@ -250,6 +300,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
                 for frame in batch.frames:
                     await self.send_json(frame)
                 if batch.fetched < BATCH:
+                    # What the hub read since (live events, not a replay: not audited) follows from memory.
+                    if self.hub is not None and self.hub.serves(self.cursor) and not self.closing:
+                        await self._serve_from_hub()
                     return
 
     async def _idle_catch_up(self) -> None:
@@ -259,11 +312,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
                 return
             try:
                 await self._keep_groups()
-                # While the channel layer is down no hint arrives: poll the event table instead.
-                every = IDLE_CATCH_UP_SECONDS if layers.available(self.channel_layer) else DEGRADED_CATCH_UP_SECONDS
-                if time.monotonic() - self._caught_up_at >= every and self.cursor is not None:
-                    await self._catch_up()  # re-checks access on the way, when due
-                elif time.monotonic() - self._checked_at >= ACCESS_RECHECK_SECONDS:
+                # The hub reads the events for every socket, and re-checks access for all of them in one batch;
+                # a socket checks itself only when that batch has not come for a while.
+                if time.monotonic() - self._checked_at >= OWN_RECHECK_SECONDS:
                     async with self._lock:
                         check = await database_sync_to_async(self._check_access)()
                         await self._apply(check)
@@ -294,9 +345,6 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         if self.watched is not None:
             await self.channel_layer.group_add(events.conversation_group(self.watched), self.channel_name)
-        if self.cursor is not None:
-            # Hints sent while the groups were missing are gone: read what they would have announced.
-            self._caught_up_at = 0.0
 
     async def _apply(self, check: AccessCheck) -> None:
         if check.close_code is not None:
@@ -331,9 +379,12 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         """Is the session still signed in as this socket's user, and may they still see what they saw?"""
         self._checked_at = time.monotonic()
         user = access.staff_for_session(self.session_key)
+        return self._judge(user, access.event_visibility_for(user) if user is not None else None)
+
+    def _judge(self, user: Any, visibility: access.EventVisibility | None) -> AccessCheck:
+        """The verdict on what a check found: the session's user now, and what they may see now."""
         if user is None or self.user is None or user.pk != self.user.pk:
             return AccessCheck(close_code=CLOSE_SIGNED_OUT)
-        visibility = access.event_visibility_for(user)
         if visibility is None:
             return AccessCheck(close_code=CLOSE_FORBIDDEN)
         widened = False

@@ -72,6 +72,7 @@ def report() -> Report:
     checks = [check_database(), check_redis()]
     checks.append(check_workers(redis_ok=checks[1].ok))
     checks.extend(check_dispatcher(database_ok=checks[0].ok))
+    checks.append(check_inbound_queue(database_ok=checks[0].ok))
     return Report(checks)
 
 
@@ -163,6 +164,25 @@ def check_dispatcher(*, database_ok: bool, now: dt.datetime | None = None) -> li
         },
     )
     return [dispatcher, steps]
+
+
+# Inbound webhooks waiting longer than this mean no worker is draining them.
+INBOUND_WAIT_STALE_SECONDS = 60
+
+
+def check_inbound_queue(*, database_ok: bool) -> Check:
+    """Inbound webhooks stored but not yet turned into messages (contactcenter.actions.inbound_queue)."""
+    from contactcenter.actions.inbound_queue import queue_state
+
+    if not database_ok:
+        return Check("inbound_queue", FAILING, "unknown: the database is unreachable")
+    state = queue_state()
+    if state["parked"]:
+        return Check("inbound_queue", FAILING, f"{state['parked']} inbound message(s) parked after failing", data=state)
+    if state["oldest_seconds"] > INBOUND_WAIT_STALE_SECONDS:
+        age = int(state["oldest_seconds"])
+        return Check("inbound_queue", STALE, f"{state['waiting']} waiting, the oldest for {age} s", data=state)
+    return Check("inbound_queue", OK, f"{state['waiting']} waiting", data=state)
 
 
 def _ms(started: float) -> int:

@@ -3,7 +3,9 @@
 receive_inbound calls the hooks inside its transaction, after the message is stored and consent
 keywords are applied, and only for a message it stored just now: a provider's retry runs no hook. The
 message stays in the inbox whatever a hook does; a hook only adds its own effects. A hook runs on every
-inbound message, so it must cost one cheap indexed query when the message is not for it.
+inbound message, so it must cost one cheap indexed query when the message is not for it: its `interested`
+check, run outside any savepoint (most messages are for no hook, and a savepoint costs two statements). Only
+when it says yes does the hook run, in a savepoint of its own.
 
 Reply claims come first. Before a keyword ("N", "YES", "STOP") changes the patient's consent, the consent
 registry asks each registered claim whether its feature is waiting for this very message as an answer (a
@@ -29,12 +31,20 @@ class InboundHook(Protocol):
     ) -> None: ...
 
 
-_hooks: dict[str, InboundHook] = {}
+class HookInterest(Protocol):
+    """Whether the hook has anything to do with this message: one cheap read, no writes."""
+
+    def __call__(
+        self, *, message: Message, conversation: Conversation, patient: Patient, keyword: str | None
+    ) -> bool: ...
 
 
-def register_inbound_hook(name: str, hook: InboundHook) -> None:
+_hooks: dict[str, tuple[InboundHook, HookInterest | None]] = {}
+
+
+def register_inbound_hook(name: str, hook: InboundHook, *, interested: HookInterest | None = None) -> None:
     """Keyed by name so a second AppConfig.ready() (tests, autoreload) replaces rather than doubles it."""
-    _hooks[name] = hook
+    _hooks[name] = (hook, interested)
 
 
 class ReplyClaim(Protocol):
@@ -65,7 +75,13 @@ def claimed_as_answer(*, message: Message, conversation: Conversation, patient: 
 
 
 def run_inbound_hooks(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
-    for name, hook in list(_hooks.items()):
+    for name, (hook, interested) in list(_hooks.items()):
+        # Not guarded: a read that fails has broken the transaction (on PostgreSQL), so the message fails with
+        # it and is tried again (contactcenter.actions.inbound_queue) rather than stored without its effects.
+        if interested is not None and not interested(
+            message=message, conversation=conversation, patient=patient, keyword=keyword
+        ):
+            continue
         try:
             # A savepoint each: a failing hook loses its own effects, never the patient's message.
             with transaction.atomic():

@@ -69,3 +69,8 @@ def run_status_hooks(*, message: Message, old: str, new: str) -> None:
                 hook(message=message, old=old, new=new)
         except Exception:
             logger.exception("status hook %s failed on message %s", name, message.pk)
+
+
+def any_wants(*, message: Message, new: str) -> bool:
+    """Whether some hook follows this move (a status callback's fast path is only for moves nobody follows)."""
+    return any(registered.wants(message, new) for registered in list(_hooks.values()))

@@ -8,6 +8,7 @@ from celery import shared_task
 
 from contactcenter.actions.delivery import abandon_delivery
 from contactcenter.actions.delivery import deliver_message as deliver_message_action
+from contactcenter.actions.inbound_queue import drain_inbound
 from contactcenter.dispatch import run_due_work
 
 
@@ -27,3 +28,9 @@ def deliver_message(self: Any, *, message_id: int) -> str:
 def dispatch_due_work() -> dict[str, int]:
     """The one periodic job: every registered step, each isolated (contactcenter.dispatch)."""
     return run_due_work()
+
+
+@shared_task(acks_late=True)
+def process_inbound_webhooks(*, inbox_id: int) -> int:
+    """Turn an inbox's stored inbound webhooks into messages (contactcenter.actions.inbound_queue)."""
+    return drain_inbound(inbox_id=inbox_id).stored

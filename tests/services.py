@@ -269,6 +269,9 @@ def pytest_load_initial_conftests(early_config: Any, parser: Any, args: list[str
     # Django's test client calls itself "testserver"; signed webhook URLs then match what tests post.
     os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="hospital-data-"))
+    # Production pools connections by default; tests reconnect, point at other ports and kill backends, which a
+    # pool would paper over. tests/test_settings.py covers the pool itself, and the benchmarks run with it.
+    os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
 
 
 def pytest_unconfigure(config: Any) -> None:

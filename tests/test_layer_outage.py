@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
-from contactcenter import consumers, layers
+from contactcenter import consumers, fanout, layers
 from tests.services import _wait_for_port, free_port
 from tests.test_consumers import (  # noqa: F401 (fixtures: fast_password_hashing is autouse here too)
     FRAME_TIMEOUT,
@@ -158,7 +158,8 @@ async def test_sockets_rejoin_their_groups_after_a_flushall(
     # Only the layer's watcher can heal this within the bound: the periodic re-join and idle polling are pushed
     # out of the way.
     monkeypatch.setattr(consumers, "GROUP_REFRESH_SECONDS", 600.0)
-    monkeypatch.setattr(consumers, "IDLE_CATCH_UP_SECONDS", 600.0)
+    monkeypatch.setattr(fanout, "GROUP_REFRESH_SECONDS", 600.0)
+    monkeypatch.setattr(fanout, "POLL_SECONDS", 600.0)
     alice = await open_socket("alice")
     await resync(alice, None)
     own_redis.flushall()

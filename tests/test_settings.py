@@ -295,3 +295,31 @@ def test_the_production_connection_pool_hands_out_working_connections(db: object
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["1", "3"]
+
+
+SIZE_PROBE = (
+    "import django; django.setup(); from django.conf import settings; "
+    "print((settings.DATABASES['default'].get('OPTIONS') or {}).get('pool', {}).get('max_size', 0), "
+    "settings.DATABASES['default'].get('CONN_MAX_AGE'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [({}, ["10", "0"]), ({"DB_CONN_MAX_AGE": "60"}, ["0", "60"]), ({"DB_POOL_MAX_SIZE": "4"}, ["4", "0"])],
+)
+def test_production_pools_connections_by_default_unless_persistent_connections_are_asked_for(
+    extra: dict[str, str], expected: list[str], tmp_path: Path
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DB_POOL_MAX_SIZE", "DB_CONN_MAX_AGE")},
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none",
+        **extra,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SIZE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == expected

@@ -243,6 +243,16 @@ def claims_reply(*, message: Message, conversation: Conversation, patient: Patie
     return parse_answer(question.kind, message.body).understood
 
 
+def awaits_reply(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> bool:
+    """The hook's interest check: the patient has an active survey in this inbox (one probe of its partial
+    unique index)."""
+    if message.direction != MessageDirection.INBOUND:
+        return False
+    return SurveySession.objects.filter(
+        patient=patient, inbox_id=conversation.inbox_id, status=SessionStatus.ACTIVE
+    ).exists()
+
+
 def handle_reply(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
     """Offer a newly stored inbound message to the patient's active survey in that inbox, if any.
 

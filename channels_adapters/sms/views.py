@@ -1,8 +1,9 @@
 """Twilio's webhooks: inbound messages and status callbacks. Verify, parse, call one action, answer.
 
-Both answer only after the action's transaction committed, so a 200 means the message is stored;
-anything Twilio retries is deduplicated on its MessageSid. Both are idempotent, so a database that went away
-is retried for a few seconds before the answer is a 503 (contactcenter.resilience).
+An inbound webhook answers once its parsed record is stored (one INSERT, contactcenter.actions.inbound_queue);
+a worker turns it into the message. A status callback answers after its update committed. Either way a 200 means
+it is stored, and anything Twilio retries is deduplicated on its MessageSid. Both are idempotent, so a database
+that went away is retried for a few seconds before the answer is a 503 (contactcenter.resilience).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from channels_adapters.sms.adapter import (
 )
 from channels_adapters.twilio.errors import describe_error
 from channels_adapters.twilio.signing import candidate_urls, verify_signature
-from contactcenter.actions.delivery import update_message_status
-from contactcenter.actions.inbound import receive_inbound
+from contactcenter.actions.delivery import settle_status
+from contactcenter.actions.inbound_queue import accept_inbound
 from contactcenter.boundary import BoundaryError, clean_text, lookup_key
 from contactcenter.models import Inbox, Message
 from contactcenter.resilience import retry_on_dead_connection
@@ -71,7 +72,7 @@ def inbound(request: HttpRequest) -> HttpResponse:
     except BoundaryError as exc:
         logger.warning("SMS webhook for inbox %s refused: %s cannot be valid", inbox.pk, exc.field)
         return _bad_request(str(exc))
-    receive_inbound(record)
+    accept_inbound(record)
     return HttpResponse(EMPTY_TWIML, content_type="text/xml")
 
 
@@ -105,15 +106,14 @@ def status_callback(request: HttpRequest) -> HttpResponse:
         return _bad_request(str(exc))
     status = ids.get("MessageStatus") or ids.get("SmsStatus") or ""
     error_code = ids.get("ErrorCode", "")
-    update_message_status(
-        inbox_id=inbox.pk,
+    settle_status(
+        message=message,
         update=StatusUpdate(
             provider_message_id=ids.get("MessageSid") or ids["SmsSid"],
             status=TwilioSmsAdapter().map_status(status),
             error_code=error_code,
             error_message=error_message or describe_error(error_code),
         ),
-        message_id=message.pk,
     )
     return HttpResponse(status=204)
 
@@ -126,9 +126,14 @@ def _our_id(raw: str) -> int | None:
 def _message_for(sid: str, message_id: int | None) -> Message | None:
     message = None
     if sid:
-        message = (
-            Message.objects.select_related("inbox").filter(provider_message_id=sid, inbox__channel_type="sms").first()
+        # The callback's one indexed read: the message with what verifying and settling it need. [:1], not
+        # first(), and no ORDER BY: the provider id is unique, and the model's ordering would sort for nothing.
+        found = (
+            Message.objects.select_related("inbox", "conversation")
+            .filter(provider_message_id=sid, inbox__channel_type="sms")
+            .order_by()[:1]
         )
+        message = next(iter(found), None)
     if message is None and message_id is not None:
         # Our own id rides on the callback URL: it settles a send whose API answer was lost.
         message = (

@@ -68,6 +68,7 @@ def _locked(conversation: Conversation) -> Conversation:
 
 
 @transaction.atomic
+@events.written_last
 def assign_conversation(*, conversation: Conversation, assignee: User | None, actor: User | None) -> Conversation:
     """Manual assignment (or unassignment with None). The assignee must be able to see the conversation."""
     conversation = _locked(conversation)
@@ -190,6 +191,7 @@ def open_outbound_conversations(*, inbox: Inbox, patient_ids: list[int]) -> Open
 
 
 @transaction.atomic
+@events.written_last
 def resolve_conversation(*, conversation: Conversation, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     if conversation.status == ConversationStatus.RESOLVED:
@@ -204,6 +206,7 @@ def resolve_conversation(*, conversation: Conversation, actor: User | None) -> C
 
 
 @transaction.atomic
+@events.written_last
 def reopen_conversation(*, conversation: Conversation, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     if conversation.status == ConversationStatus.OPEN:
@@ -223,6 +226,7 @@ def reopen_conversation(*, conversation: Conversation, actor: User | None) -> Co
 
 
 @transaction.atomic
+@events.written_last
 def set_pending(*, conversation: Conversation, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     if conversation.status == ConversationStatus.RESOLVED:
@@ -235,6 +239,7 @@ def set_pending(*, conversation: Conversation, actor: User | None) -> Conversati
 
 
 @transaction.atomic
+@events.written_last
 def snooze_conversation(*, conversation: Conversation, until: dt.datetime, actor: User | None) -> Conversation:
     """The conversation comes back by itself at `until` (the dispatcher wakes it) or on a new message."""
     if until <= timezone.now():
@@ -270,6 +275,7 @@ def wake_snoozed_conversations(*, now: dt.datetime | None = None, limit: int = 2
 
 
 @transaction.atomic
+@events.written_last
 def set_labels(*, conversation: Conversation, label_names: list[str], actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     labels = [Label.objects.get_or_create(name=name.strip()[:60])[0] for name in label_names if name.strip()]
@@ -279,6 +285,7 @@ def set_labels(*, conversation: Conversation, label_names: list[str], actor: Use
 
 
 @transaction.atomic
+@events.written_last
 def set_priority(*, conversation: Conversation, priority: int, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     conversation.priority = priority
@@ -288,6 +295,7 @@ def set_priority(*, conversation: Conversation, priority: int, actor: User | Non
 
 
 @transaction.atomic
+@events.written_last
 def transfer_to_team(*, conversation: Conversation, team: Team, actor: User | None) -> Conversation:
     conversation = _locked(conversation)
     previous_team, previous_assignee = conversation.team_id, conversation.assignee_id
@@ -306,6 +314,7 @@ def transfer_to_team(*, conversation: Conversation, team: Team, actor: User | No
 
 
 @transaction.atomic
+@events.written_last
 def mark_read(*, conversation: Conversation, actor: User | None) -> Conversation:
     updated = Conversation.objects.filter(pk=conversation.pk, unread_count__gt=0).update(unread_count=0)
     if updated:
@@ -315,6 +324,7 @@ def mark_read(*, conversation: Conversation, actor: User | None) -> Conversation
 
 
 @transaction.atomic
+@events.written_last
 def add_note(*, conversation: Conversation, author: User, body: str) -> Note:
     body = body.strip()
     if not body:

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from channels_adapters.base import InboundMessage
@@ -31,8 +30,6 @@ from contactcenter.models import (
 
 logger = logging.getLogger(__name__)
 
-_REFRESHED = [f.name for f in Conversation._meta.concrete_fields if f.name not in ("id", "patient", "inbox")]
-
 
 @dataclass(frozen=True)
 class InboundResult:
@@ -43,20 +40,20 @@ class InboundResult:
     created: bool
 
 
-def receive_inbound(record: InboundMessage) -> InboundResult:
+def receive_inbound(record: InboundMessage, *, inbox: Inbox | None = None) -> InboundResult:
     """Identity resolution → conversation reopened or created → message → events on commit.
 
     Idempotent on (inbox, provider_message_id): a provider retry returns the stored message and
     publishes nothing. Concurrent duplicates race on the unique constraint; the loser's savepoint
-    rolls back and it returns the winner's row.
+    rolls back and it returns the winner's row. `inbox`, when the caller has it, saves reading it again.
     """
     if record.provider_message_id:
         existing = _stored(record)
         if existing is not None:
             return existing
     try:
-        with transaction.atomic():
-            return _receive(record)
+        with transaction.atomic(), events.deferred():
+            return receive_new(record, inbox=inbox)
     except IntegrityError:
         if record.provider_message_id:
             existing = _stored(record)
@@ -64,8 +61,8 @@ def receive_inbound(record: InboundMessage) -> InboundResult:
                 return existing
     # Lost the race to open (or reopen) this patient's live conversation in the inbox; the winner's
     # row is committed now, so one more attempt appends to it.
-    with transaction.atomic():
-        return _receive(record)
+    with transaction.atomic(), events.deferred():
+        return receive_new(record, inbox=inbox)
 
 
 def _stored(record: InboundMessage) -> InboundResult | None:
@@ -79,8 +76,11 @@ def _stored(record: InboundMessage) -> InboundResult | None:
     return InboundResult(message, message.conversation, message.conversation.patient, created=False)
 
 
-def _receive(record: InboundMessage) -> InboundResult:
-    inbox = Inbox.objects.get(pk=record.inbox_id)
+def receive_new(record: InboundMessage, *, inbox: Inbox | None = None) -> InboundResult:
+    """receive_inbound's work for a message not stored yet, inside the caller's transaction (and, for its events
+    to be written last, its events.deferred() block). A duplicate provider id raises IntegrityError."""
+    if inbox is None:
+        inbox = Inbox.objects.get(pk=record.inbox_id)
     resolved = resolve_patient(
         kind=record.sender.kind,
         value=record.sender.value,
@@ -90,6 +90,9 @@ def _receive(record: InboundMessage) -> InboundResult:
     patient = resolved.patient
     received_at = record.received_at or timezone.now()
     conversation, created_conversation, changed = _live_conversation(inbox=inbox, patient=patient, now=received_at)
+    # Known already: the event payloads below need not read them again.
+    conversation.inbox = inbox
+    conversation.patient = patient
 
     message = Message.objects.create(
         conversation=conversation,
@@ -108,15 +111,12 @@ def _receive(record: InboundMessage) -> InboundResult:
     keyword = apply_inbound_keywords(
         message=message, conversation=conversation, patient=patient, channel=inbox.channel_type
     )
-    Conversation.objects.filter(pk=conversation.pk).update(
-        unread_count=F("unread_count") + 1,
-        last_message_at=received_at,
-        # An image-only message still needs something in the list; the paperclip needs no translation.
-        last_message_preview=record.body[:140] or ("📎" if record.attachments else ""),
-    )
-    # Everything but the patient and inbox, which did not change: keeping those cached saves the
-    # event payload below re-fetching them on every webhook.
-    conversation.refresh_from_db(fields=_REFRESHED)
+    # The row is locked (_live_conversation) or new, so the counters are computed here rather than re-read.
+    conversation.unread_count += 1
+    conversation.last_message_at = received_at
+    # An image-only message still needs something in the list; the paperclip needs no translation.
+    conversation.last_message_preview = record.body[:140] or ("📎" if record.attachments else "")
+    conversation.save(update_fields=["unread_count", "last_message_at", "last_message_preview"])
     if inbox.auto_assign and conversation.assignee_id is None:
         assign_round_robin(conversation=conversation)
         if conversation.assignee_id is not None:
@@ -152,7 +152,9 @@ def _live_conversation(*, inbox: Inbox, patient: Patient, now: dt.datetime) -> t
     # NO KEY UPDATE: a concurrent delivery's deferred foreign-key check (FOR KEY SHARE on this row,
     # taken at its commit while it holds the event-order lock) must not wait behind us, or we deadlock.
     live = (
-        Conversation.objects.select_for_update(no_key=True)
+        # The assignee comes along for the event payload; only the conversation's row is locked.
+        Conversation.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("assignee__agent_profile")
         .filter(inbox=inbox, patient=patient)
         .exclude(status=ConversationStatus.RESOLVED)
         .first()

@@ -45,6 +45,7 @@ def body_problem(body: str, *, has_attachments: bool) -> str | None:
 
 
 @transaction.atomic
+@events.written_last
 def send_outbound(
     *,
     conversation: Conversation,
@@ -139,6 +140,7 @@ class QueuedBatch:
 
 
 @transaction.atomic
+@events.written_last
 def queue_outbound_batch(
     *, drafts: list[Draft], sender_kind: str, purpose: str, new_conversations: frozenset[int] = frozenset()
 ) -> QueuedBatch:

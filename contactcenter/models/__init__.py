@@ -15,6 +15,7 @@ from contactcenter.models.conversations import (
     SenderKind,
 )
 from contactcenter.models.events import Event
+from contactcenter.models.inbound import InboundWebhook
 from contactcenter.models.operations import DueWorkStep
 from contactcenter.models.patients import (
     Gender,
@@ -46,6 +47,7 @@ __all__ = [
     "Event",
     "Gender",
     "IdentityKind",
+    "InboundWebhook",
     "Inbox",
     "Label",
     "Message",

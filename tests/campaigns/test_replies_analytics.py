@@ -495,7 +495,8 @@ def test_a_reply_while_a_status_callback_holds_the_recipient_neither_waits_nor_d
     transactional_db: None, world: World, segment: Segment, inbound: Deliver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The status callback's order: recipient row (status hook), then the event-order lock. The inbound
-    path holds the event-order lock when the reply hook runs; waiting for the row would deadlock."""
+    path takes the event-order lock last (after its hooks), and its reply hook must not wait for a row a
+    callback holds either: had it held the lock at its hook and waited for the row, this would deadlock."""
     from django.db import connection, connections, transaction
 
     from campaigns.replies import handle_inbound
@@ -511,7 +512,7 @@ def test_a_reply_while_a_status_callback_holds_the_recipient_neither_waits_nor_d
         at_hook.set()
         handle_inbound(**kwargs)
 
-    monkeypatch.setitem(inbound_hooks._hooks, "campaign_replies", reply_hook)
+    monkeypatch.setitem(inbound_hooks._hooks, "campaign_replies", (reply_hook, None))
 
     def status_callback() -> None:
         try:

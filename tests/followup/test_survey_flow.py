@@ -700,4 +700,4 @@ def test_the_embedded_demos_simulator_inbox_is_used(
 def test_the_dispatcher_hook_is_registered() -> None:
     from contactcenter import inbound_hooks
 
-    assert inbound_hooks._hooks["followup_surveys"] is flow.handle_reply
+    assert inbound_hooks._hooks["followup_surveys"] == (flow.handle_reply, flow.awaits_reply)
