@@ -9,10 +9,15 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         # Replies: a patient's answer to a campaign is linked to it in the inbox; STOP skips waiting sends.
         from campaigns.replies import handle_inbound as link_campaign_reply
-        from campaigns.replies import may_answer_a_campaign
+        from campaigns.replies import may_answer_a_campaign, patients_campaigns_reached
         from contactcenter.inbound_hooks import register_inbound_hook
 
-        register_inbound_hook("campaign_replies", link_campaign_reply, interested=may_answer_a_campaign)
+        register_inbound_hook(
+            "campaign_replies",
+            link_campaign_reply,
+            interested=may_answer_a_campaign,
+            interested_in_batch=patients_campaigns_reached,
+        )
 
         # Lifecycle stages: recomputed for a patient when a visit is recorded, and for everyone nightly.
         from campaigns.actions.lifecycle import run_nightly_recompute, schedule_recompute

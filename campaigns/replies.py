@@ -134,6 +134,16 @@ def may_answer_a_campaign(
     return keyword == OPT_OUT or CampaignRecipient.objects.filter(patient=patient, sent_at__isnull=False).exists()
 
 
+def patients_campaigns_reached(*, inbox_id: int, patient_ids: set[int]) -> set[int]:
+    """may_answer_a_campaign for a batch of messages that are no keyword: the patients some campaign was sent to."""
+    return set(
+        CampaignRecipient.objects.filter(patient_id__in=patient_ids, sent_at__isnull=False)
+        .order_by()
+        .values_list("patient_id", flat=True)
+        .distinct()
+    )
+
+
 def handle_inbound(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
     """The inbound hook: record a reply (or an opt-out) against the campaign the patient answers."""
     if message.direction != MessageDirection.INBOUND:

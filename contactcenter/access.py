@@ -19,6 +19,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils.crypto import constant_time_compare
 
@@ -267,7 +268,7 @@ def staff_for_session(session_key: str | None) -> User | None:
     try:
         user_id = get_user_model()._meta.pk.to_python(store[SESSION_KEY])
         backend_path = store[BACKEND_SESSION_KEY]
-    except KeyError:
+    except (KeyError, ValidationError):
         return None
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
         return None
@@ -328,8 +329,8 @@ def _staff_for_db_sessions(keys: set[str]) -> dict[str, User | None]:
             continue
         try:
             user_id = get_user_model()._meta.pk.to_python(decoded[SESSION_KEY])
-        except (KeyError, ValueError):
-            continue
+        except (KeyError, ValueError, ValidationError):
+            continue  # a session whose user id is unreadable signs nobody in
         claims[session_key] = (user_id, decoded[HASH_SESSION_KEY])
     accounts = {
         user.pk: user

@@ -56,6 +56,7 @@ IDLE_TICK_SECONDS = 1.0
 DEGRADED_CATCH_UP_SECONDS = 2.0
 # How often a socket re-joins its groups even when nothing went wrong that it could see (a FLUSHALL).
 GROUP_REFRESH_SECONDS = 30.0
+CLOSE_UNAVAILABLE = 1011
 CLOSE_SIGNED_OUT = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_ACCESS_CHANGED = 4409
@@ -113,8 +114,15 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = groups
+        try:
+            self.hub = await fanout.subscribe(self.channel_layer, self)
+        except Exception:
+            # The hub could not start (its first read failed): refuse the handshake; the page reconnects.
+            logger.exception("agent socket of user %s: event hub unavailable", getattr(self.user, "pk", None))
+            self.closing = True
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
         await self.accept()
-        self.hub = await fanout.subscribe(self.channel_layer, self)
         self._idle = asyncio.ensure_future(self._idle_catch_up())
 
     async def disconnect(self, code: int) -> None:
@@ -163,14 +171,13 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     async def _op_resync(self, content: dict[str, Any]) -> None:
         last = content.get("last_event_id")
-        if last is None:
-            self.cursor = await self._max_event_id()
-        elif isinstance(last, int) and not isinstance(last, bool) and last >= 0:
-            self.cursor = last
-        else:
+        if not (last is None or (isinstance(last, int) and not isinstance(last, bool) and last >= 0)):
             await self._error("bad_cursor", "last_event_id must be a non-negative integer or null.")
             return
-        await self.send_json({"type": "ready", "last_event_id": self.cursor})
+        # Under the socket's lock: a catch-up under way would otherwise move the cursor past what was asked for.
+        async with self._lock:
+            self.cursor = await self._max_event_id() if last is None else last
+            await self.send_json({"type": "ready", "last_event_id": self.cursor})
         # A resync replays history: each batch of it that is about conversations is a read to audit.
         await self._catch_up(audit=True)
 

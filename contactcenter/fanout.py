@@ -120,7 +120,17 @@ class EventHub:
         self.subscribers.add(subscriber)
         if self._started is None:
             self._started = asyncio.ensure_future(self._start())
-        await asyncio.shield(self._started)
+        try:
+            await asyncio.shield(self._started)
+        except BaseException:
+            # A start that failed (the database unreachable at its first read) is not kept: the next socket tries
+            # again, rather than every later one inheriting this error.
+            self.subscribers.discard(subscriber)
+            if self._started.done() and (self._started.cancelled() or self._started.exception() is not None):
+                self._started = None
+            if not self.subscribers:
+                await self.stop()
+            raise
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)

@@ -93,7 +93,8 @@ def check_database() -> Check:
 _clients: dict[tuple[int, str], Any] = {}
 
 
-def _redis() -> Any:
+def redis_client() -> Any:
+    """This process's client for REDIS_URL (its pool is shared by every thread), with short timeouts."""
     import redis
 
     key = (os.getpid(), settings.REDIS_URL)
@@ -110,7 +111,7 @@ def check_redis() -> Check:
         return Check("redis", DISABLED, "not used: in-memory channel layer and in-process tasks", serving=True)
     started = time.monotonic()
     try:
-        _redis().ping()
+        redis_client().ping()
     except Exception as exc:
         return Check("redis", FAILING, f"unreachable: {type(exc).__name__}", serving=True)
     return Check("redis", OK, "channel layer and task broker", serving=True, data={"ms": _ms(started)})
@@ -123,7 +124,7 @@ def check_workers(*, redis_ok: bool) -> Check:
     if not redis_ok:
         return Check("workers", FAILING, "the broker is unreachable, so no worker can take tasks")
     try:
-        names = sorted(k.decode()[len(HEARTBEAT_PREFIX) :] for k in _redis().scan_iter(f"{HEARTBEAT_PREFIX}*"))
+        names = sorted(k.decode()[len(HEARTBEAT_PREFIX) :] for k in redis_client().scan_iter(f"{HEARTBEAT_PREFIX}*"))
     except Exception as exc:
         return Check("workers", FAILING, f"heartbeats unreadable: {type(exc).__name__}")
     if not names:
@@ -195,7 +196,7 @@ def _ms(started: float) -> int:
 def write_worker_heartbeat(hostname: str) -> None:
     """Called by each Celery worker every HEARTBEAT_SECONDS; /readyz counts the keys still alive."""
     try:
-        _redis().set(f"{HEARTBEAT_PREFIX}{hostname}", timezone.now().isoformat(), ex=HEARTBEAT_TTL_SECONDS)
+        redis_client().set(f"{HEARTBEAT_PREFIX}{hostname}", timezone.now().isoformat(), ex=HEARTBEAT_TTL_SECONDS)
     except Exception as exc:
         # The broker being away is reported by /readyz from the other side; the worker keeps going.
         logger.warning("worker heartbeat not written: %s", type(exc).__name__)
@@ -203,6 +204,6 @@ def write_worker_heartbeat(hostname: str) -> None:
 
 def clear_worker_heartbeat(hostname: str) -> None:
     try:
-        _redis().delete(f"{HEARTBEAT_PREFIX}{hostname}")
+        redis_client().delete(f"{HEARTBEAT_PREFIX}{hostname}")
     except Exception:
         logger.warning("worker heartbeat not cleared for a stopping worker")

@@ -16,6 +16,7 @@ asked only for messages that read as a keyword, so they may cost a query or two.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 from django.db import transaction
@@ -39,12 +40,50 @@ class HookInterest(Protocol):
     ) -> bool: ...
 
 
+class BatchInterest(Protocol):
+    """For a batch of messages to one inbox: the patients for whom `interested` may say yes to a message that is no
+    keyword (one query for the batch instead of one per message)."""
+
+    def __call__(self, *, inbox_id: int, patient_ids: set[int]) -> set[int]: ...
+
+
 _hooks: dict[str, tuple[InboundHook, HookInterest | None]] = {}
+_batch_checks: dict[str, BatchInterest] = {}
 
 
-def register_inbound_hook(name: str, hook: InboundHook, *, interested: HookInterest | None = None) -> None:
+def register_inbound_hook(
+    name: str,
+    hook: InboundHook,
+    *,
+    interested: HookInterest | None = None,
+    interested_in_batch: BatchInterest | None = None,
+) -> None:
     """Keyed by name so a second AppConfig.ready() (tests, autoreload) replaces rather than doubles it."""
     _hooks[name] = (hook, interested)
+    if interested_in_batch is not None:
+        _batch_checks[name] = interested_in_batch
+    else:
+        _batch_checks.pop(name, None)
+
+
+@dataclass(frozen=True)
+class HookAnswers:
+    """The batch checks' answers for the patients a batch read: which of them each hook may be interested in."""
+
+    patient_ids: frozenset[int]
+    interested: dict[str, set[int]]
+
+
+def batch_interest(*, inbox_id: int, patient_ids: set[int]) -> HookAnswers:
+    """Each batch-checked hook's answer for a batch of messages to one inbox, one query per hook."""
+    return HookAnswers(
+        patient_ids=frozenset(patient_ids),
+        interested={
+            name: check(inbox_id=inbox_id, patient_ids=patient_ids) if patient_ids else set()
+            for name, check in list(_batch_checks.items())
+            if name in _hooks
+        },
+    )
 
 
 class ReplyClaim(Protocol):
@@ -74,11 +113,24 @@ def claimed_as_answer(*, message: Message, conversation: Conversation, patient: 
     return None
 
 
-def run_inbound_hooks(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
+def run_inbound_hooks(
+    *,
+    message: Message,
+    conversation: Conversation,
+    patient: Patient,
+    keyword: str | None,
+    known: HookAnswers | None = None,
+) -> None:
+    """`known`: a batch's answers (batch_interest). A keyword, or a patient the batch did not read (a new one), is
+    still asked one by one."""
+    covered = known is not None and keyword is None and patient.pk in known.patient_ids
     for name, (hook, interested) in list(_hooks.items()):
+        if covered and known is not None and name in known.interested:
+            if patient.pk not in known.interested[name]:
+                continue
         # Not guarded: a read that fails has broken the transaction (on PostgreSQL), so the message fails with
         # it and is tried again (contactcenter.actions.inbound_queue) rather than stored without its effects.
-        if interested is not None and not interested(
+        elif interested is not None and not interested(
             message=message, conversation=conversation, patient=patient, keyword=keyword
         ):
             continue

@@ -6,7 +6,7 @@ answers; contactcenter.actions.inbound_queue drains the inbox's rows into messag
 its events written once, a failing row taken alone and parked after MAX_ATTEMPTS, and the dispatcher's sweep
 scheduling drains for rows left waiting.
 
-Real PostgreSQL and Redis (the drain flag lives in the cache), webhooks signed with the twilio SDK's own
+Real PostgreSQL and Redis (the drain flag lives in Redis), webhooks signed with the twilio SDK's own
 RequestValidator over the fixtures of real payloads. Where a test must see rows waiting, the task runner's
 enqueue is replaced by a recorder (the drain then runs when the test calls it, as the task would); the rest run
 the real task, synchronously (TASK_RUNNER=immediate), and one runs a real Celery worker on the run's Redis.
@@ -23,7 +23,6 @@ from urllib.parse import urlencode
 import pytest
 import redis
 from django.conf import settings as django_settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -105,9 +104,9 @@ def sms_inbox(db: Any, monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterat
         ),
     )
     # The drain flag lives in the run's Redis, which outlives a test: each test starts with none pending.
-    cache.delete(inbound_queue._flag(inbox.pk))
+    inbound_queue._flag_clear(inbox.pk)
     yield inbox
-    cache.delete(inbound_queue._flag(inbox.pk))
+    inbound_queue._flag_clear(inbox.pk)
 
 
 @dataclass
@@ -438,7 +437,7 @@ def test_the_sweep_schedules_a_drain_only_for_inboxes_with_old_unparked_rows(
     inbound_queue.schedule_waiting_drains()
     assert held_drains.drains() == []
     # ...and once the lost task's flag has expired, it schedules one.
-    cache.delete(inbound_queue._flag(sms_inbox.pk))
+    inbound_queue._flag_clear(sms_inbox.pk)
     assert inbound_queue.schedule_waiting_drains() == 1
     assert held_drains.drains() == [sms_inbox.pk]
     state = inbound_queue.queue_state()

@@ -253,6 +253,15 @@ def awaits_reply(*, message: Message, conversation: Conversation, patient: Patie
     ).exists()
 
 
+def patients_taking_surveys(*, inbox_id: int, patient_ids: set[int]) -> set[int]:
+    """awaits_reply for a batch of messages to one inbox: the patients with an active survey there."""
+    return set(
+        SurveySession.objects.filter(patient_id__in=patient_ids, inbox_id=inbox_id, status=SessionStatus.ACTIVE)
+        .order_by()
+        .values_list("patient_id", flat=True)
+    )
+
+
 def handle_reply(*, message: Message, conversation: Conversation, patient: Patient, keyword: str | None) -> None:
     """Offer a newly stored inbound message to the patient's active survey in that inbox, if any.
 

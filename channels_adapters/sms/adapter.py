@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -96,18 +97,42 @@ def inbox_for_webhook(params: Mapping[str, Any]) -> Inbox | None:
     finds nothing, instead of reaching PostgreSQL, which refuses it."""
     service = lookup_key(params.get("MessagingServiceSid"), max_length=SENDER_MAX)
     if service:
-        sender = (
-            TwilioSender.objects.select_related("inbox")
-            .filter(kind=SenderKind.MESSAGING_SERVICE, value=service)
-            .first()
-        )
+        sender = _sender(SenderKind.MESSAGING_SERVICE, service)
         if sender is not None:
             return sender.inbox
     to = lookup_key(params.get("To"), max_length=SENDER_MAX)
     if not to:
         return None
-    sender = TwilioSender.objects.select_related("inbox").filter(kind=SenderKind.NUMBER, value=to).first()
+    sender = _sender(SenderKind.NUMBER, to)
     return sender.inbox if sender is not None else None
+
+
+# Number (or Messaging Service) → its inbox, per process, for a few seconds: the lookup (an ORM query compiled
+# and two model instances built) was a quarter of a webhook's own Python time. Saving or deleting a sender or an
+# inbox clears it in the process that did it; other processes see the change within SENDER_CACHE_SECONDS.
+SENDER_CACHE_SECONDS = 5.0
+_senders: dict[tuple[str, str], tuple[float, TwilioSender]] = {}
+
+
+def _sender(kind: str, value: str) -> TwilioSender | None:
+    now = time.monotonic()
+    cached = _senders.get((kind, value))
+    if cached is not None and now - cached[0] < SENDER_CACHE_SECONDS:
+        return cached[1]
+    # [:1] without ORDER BY, not first(): (kind, value) is unique, and the model's ordering would sort for nothing.
+    found = TwilioSender.objects.select_related("inbox").filter(kind=kind, value=value).order_by()[:1]
+    sender = next(iter(found), None)
+    if sender is None:
+        # Not kept: a number an admin is adding right now must not be refused (403) for seconds after.
+        return None
+    if len(_senders) > 10_000:
+        _senders.clear()
+    _senders[(kind, value)] = (now, sender)
+    return sender
+
+
+def forget_senders(**_kwargs: Any) -> None:
+    _senders.clear()
 
 
 def media_of(params: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -14,21 +14,72 @@ from contactcenter import events
 from contactcenter.actions.consent import apply_inbound_keywords, keyword_reply
 from contactcenter.actions.conversations import assign_round_robin, audience_of
 from contactcenter.actions.outbound import send_outbound
-from contactcenter.actions.patients import resolve_patient
+from contactcenter.actions.patients import live_patient, resolve_patient
 from contactcenter.api.shapes import conversation_data, message_data
-from contactcenter.inbound_hooks import run_inbound_hooks
+from contactcenter.inbound_hooks import HookAnswers, batch_interest, run_inbound_hooks
 from contactcenter.models import (
     Conversation,
     ConversationStatus,
     Inbox,
+    Label,
     Message,
     MessageDirection,
     MessageStatus,
     Patient,
+    PatientIdentity,
     SenderKind,
 )
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReads:
+    """What a drain batch reads once for all its messages instead of once per message
+    (contactcenter.actions.inbound_queue): the senders' patients, their live conversations in the inbox (locked),
+    those conversations' labels, and which inbound hooks may be interested in which patients."""
+
+    patients: dict[tuple[str, str], Patient]
+    live: dict[int, Conversation]
+    hooks: HookAnswers
+    # Teams whose agents were all busy (or offline) when this batch tried to assign: not asked again in the batch.
+    full_teams: set[int] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, inbox: Inbox, records: list[InboundMessage]) -> BatchReads:
+        values = {r.sender.value for r in records}
+        patients: dict[tuple[str, str], Patient] = {}
+        for identity in PatientIdentity.objects.select_related("patient").filter(value__in=values).order_by():
+            patients[(identity.kind, identity.value)] = live_patient(identity.patient)
+        patient_ids = {p.pk for p in patients.values()}
+        live: dict[int, Conversation] = {}
+        # In id order, as every multi-row locker should, so two of them cannot deadlock on each other.
+        for conversation in (
+            Conversation.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("assignee__agent_profile")
+            .filter(inbox=inbox, patient_id__in=patient_ids)
+            .exclude(status=ConversationStatus.RESOLVED)
+            .order_by("pk")
+        ):
+            live.setdefault(conversation.patient_id, conversation)
+        _prefetch_labels(list(live.values()))
+        return cls(patients=patients, live=live, hooks=batch_interest(inbox_id=inbox.pk, patient_ids=patient_ids))
+
+
+def _prefetch_labels(conversations: list[Conversation]) -> None:
+    """Fill each conversation's labels as prefetch_related would, in one query for all of them."""
+    if not conversations:
+        return
+    found: dict[int, list[Label]] = {c.pk: [] for c in conversations}
+    links = Conversation.labels.through.objects.filter(conversation_id__in=found).select_related("label")
+    for link in links.order_by("label_id"):
+        found[link.conversation_id].append(link.label)
+    for conversation in conversations:
+        labels = conversation.labels.all()
+        # What prefetch_related leaves behind; add/remove/set on the labels clear it, as after a prefetch.
+        labels._result_cache = found[conversation.pk]
+        labels._prefetch_done = True  # type: ignore[attr-defined]
+        conversation._prefetched_objects_cache = {"labels": labels}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -76,20 +127,42 @@ def _stored(record: InboundMessage) -> InboundResult | None:
     return InboundResult(message, message.conversation, message.conversation.patient, created=False)
 
 
-def receive_new(record: InboundMessage, *, inbox: Inbox | None = None) -> InboundResult:
+def receive_new(
+    record: InboundMessage, *, inbox: Inbox | None = None, batch: BatchReads | None = None
+) -> InboundResult:
     """receive_inbound's work for a message not stored yet, inside the caller's transaction (and, for its events
-    to be written last, its events.deferred() block). A duplicate provider id raises IntegrityError."""
+    to be written last, its events.deferred() block). A duplicate provider id raises IntegrityError. `batch`: what
+    a drain batch read for all its messages (the caller holds the inbox's drain lock)."""
     if inbox is None:
         inbox = Inbox.objects.get(pk=record.inbox_id)
-    resolved = resolve_patient(
-        kind=record.sender.kind,
-        value=record.sender.value,
-        name=record.sender.name,
-        also_known_as=record.sender.also_known_as,
-    )
-    patient = resolved.patient
+    patient = batch.patients.get((record.sender.kind, record.sender.value)) if batch is not None else None
+    new_patient = False
+    if patient is None:
+        resolved = resolve_patient(
+            kind=record.sender.kind,
+            value=record.sender.value,
+            name=record.sender.name,
+            also_known_as=record.sender.also_known_as,
+        )
+        patient, new_patient = resolved.patient, resolved.created
+        if batch is not None:
+            batch.patients[(record.sender.kind, record.sender.value)] = patient
     received_at = record.received_at or timezone.now()
-    conversation, created_conversation, changed = _live_conversation(inbox=inbox, patient=patient, now=received_at)
+    live = batch.live.get(patient.pk) if batch is not None else None
+    if live is not None:
+        conversation, created_conversation, changed = live, False, _woken(live)
+    else:
+        conversation, created_conversation, changed = _live_conversation(
+            inbox=inbox,
+            patient=patient,
+            now=received_at,
+            # The batch read every live conversation of the patients it knew; a patient just created has none at all.
+            none_live=batch is not None or new_patient,
+            none_at_all=new_patient,
+        )
+        if batch is not None:
+            _prefetch_labels([conversation])
+            batch.live[patient.pk] = conversation
     # Known already: the event payloads below need not read them again.
     conversation.inbox = inbox
     conversation.patient = patient
@@ -118,9 +191,12 @@ def receive_new(record: InboundMessage, *, inbox: Inbox | None = None) -> Inboun
     conversation.last_message_preview = record.body[:140] or ("📎" if record.attachments else "")
     conversation.save(update_fields=["unread_count", "last_message_at", "last_message_preview"])
     if inbox.auto_assign and conversation.assignee_id is None:
-        assign_round_robin(conversation=conversation)
+        if batch is None or conversation.team_id not in batch.full_teams:
+            assign_round_robin(conversation=conversation)
         if conversation.assignee_id is not None:
             changed.append("assignee")
+        elif batch is not None:
+            batch.full_teams.add(conversation.team_id)
 
     audience = audience_of(conversation)
     if created_conversation:
@@ -135,7 +211,11 @@ def receive_new(record: InboundMessage, *, inbox: Inbox | None = None) -> Inboun
     events.record(events.MessageAdded(message=message_data(message)), audience)
     # After the message's own events, so a survey's next question lands after the reply it answers.
     run_inbound_hooks(
-        message=message, conversation=conversation, patient=patient, keyword=keyword.kind if keyword else None
+        message=message,
+        conversation=conversation,
+        patient=patient,
+        keyword=keyword.kind if keyword else None,
+        known=batch.hooks if batch is not None else None,
     )
     reply = keyword_reply(keyword, patient=patient) if keyword is not None else None
     if reply is not None:
@@ -147,36 +227,54 @@ def receive_new(record: InboundMessage, *, inbox: Inbox | None = None) -> Inboun
     return InboundResult(message, conversation, patient, created=True)
 
 
-def _live_conversation(*, inbox: Inbox, patient: Patient, now: dt.datetime) -> tuple[Conversation, bool, list[str]]:
-    """The patient's live thread in this inbox; else the last one reopened if recent; else a new one."""
+def _woken(live: Conversation) -> list[str]:
+    """A patient writing back is exactly what snoozed and pending conversations wait for: open them."""
+    if live.status in (ConversationStatus.SNOOZED, ConversationStatus.PENDING):
+        live.status = ConversationStatus.OPEN
+        live.snoozed_until = None
+        live.save(update_fields=["status", "snoozed_until"])
+        return ["status"]
+    return []
+
+
+def _live_conversation(
+    *, inbox: Inbox, patient: Patient, now: dt.datetime, none_live: bool = False, none_at_all: bool = False
+) -> tuple[Conversation, bool, list[str]]:
+    """The patient's live thread in this inbox; else the last one reopened if recent; else a new one.
+
+    `none_live`: the caller knows there is no live thread (a drain batch read them all); `none_at_all`: the patient
+    was created just now. Should a concurrent transaction open one meanwhile, the partial unique index on live
+    threads refuses the second, and the caller's retry finds it."""
     # NO KEY UPDATE: a concurrent delivery's deferred foreign-key check (FOR KEY SHARE on this row,
     # taken at its commit while it holds the event-order lock) must not wait behind us, or we deadlock.
     live = (
+        None
+        if none_live or none_at_all
         # The assignee comes along for the event payload; only the conversation's row is locked.
-        Conversation.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("assignee__agent_profile")
-        .filter(inbox=inbox, patient=patient)
-        .exclude(status=ConversationStatus.RESOLVED)
-        .first()
+        else (
+            Conversation.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("assignee__agent_profile")
+            .filter(inbox=inbox, patient=patient)
+            .exclude(status=ConversationStatus.RESOLVED)
+            .first()
+        )
     )
     if live is not None:
-        if live.status in (ConversationStatus.SNOOZED, ConversationStatus.PENDING):
-            # A patient writing back is exactly what snoozed and pending conversations wait for.
-            live.status = ConversationStatus.OPEN
-            live.snoozed_until = None
-            live.save(update_fields=["status", "snoozed_until"])
-            return live, False, ["status"]
-        return live, False, []
+        return live, False, _woken(live)
     recent = (
-        Conversation.objects.select_for_update(no_key=True)
-        .filter(
-            inbox=inbox,
-            patient=patient,
-            status=ConversationStatus.RESOLVED,
-            resolved_at__gte=now - dt.timedelta(hours=inbox.reopen_window_hours),
+        None
+        if none_at_all
+        else (
+            Conversation.objects.select_for_update(no_key=True)
+            .filter(
+                inbox=inbox,
+                patient=patient,
+                status=ConversationStatus.RESOLVED,
+                resolved_at__gte=now - dt.timedelta(hours=inbox.reopen_window_hours),
+            )
+            .order_by("-resolved_at")
+            .first()
         )
-        .order_by("-resolved_at")
-        .first()
     )
     if recent is not None:
         recent.status = ConversationStatus.OPEN

@@ -27,14 +27,15 @@ import functools
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from channels_adapters.base import InboundMessage, Sender
-from contactcenter import events, taskrunner
-from contactcenter.actions.inbound import receive_inbound, receive_new
+from contactcenter import events, health, taskrunner
+from contactcenter.actions.inbound import BatchReads, receive_inbound, receive_new
 from contactcenter.models import InboundWebhook, Inbox, Message
 
 logger = logging.getLogger(__name__)
@@ -66,31 +67,59 @@ def accept_inbound(record: InboundMessage) -> None:
         # Nothing to keep a retry from being stored twice: the whole path now, as before.
         receive_inbound(record)
         return
-    InboundWebhook.objects.bulk_create(
-        [
-            InboundWebhook(
-                inbox_id=record.inbox_id,
-                provider_message_id=record.provider_message_id,
-                record=record_to_json(record),
-                received_at=record.received_at or timezone.now(),
-            )
-        ],
-        ignore_conflicts=True,
+    _insert_once(
+        inbox_id=record.inbox_id,
+        provider_message_id=record.provider_message_id,
+        record=record_to_json(record),
+        received_at=record.received_at or timezone.now(),
     )
     schedule_drain(record.inbox_id)
+
+
+def _insert_once(**values: Any) -> None:
+    """One INSERT … ON CONFLICT DO NOTHING, on its own in autocommit: bulk_create(ignore_conflicts=True) would
+    wrap it in BEGIN and COMMIT, three statements on the hot path instead of one."""
+    meta = InboundWebhook._meta
+    quote = connection.ops.quote_name
+    fields = [(meta.get_field(name), value) for name, value in values.items()]
+    columns = ", ".join(quote(field.column) for field, _ in fields)  # type: ignore[union-attr, arg-type]
+    marks = ", ".join(["%s"] * len(fields))
+    params = [field.get_db_prep_save(value, connection) for field, value in fields]  # type: ignore[union-attr]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({columns}, attempts, last_error) "  # noqa: S608 (names from the model)
+            f"VALUES ({marks}, 0, '') ON CONFLICT DO NOTHING",
+            params,
+        )
 
 
 def schedule_drain(inbox_id: int) -> None:
     """Enqueue a drain unless one is already pending for the inbox (the drain clears the flag as it starts)."""
     try:
-        pending = not cache.add(_flag(inbox_id), 1, timeout=_FLAG_SECONDS)
+        pending = not _flag_set(inbox_id)
     except Exception:
-        # The cache is down: enqueue anyway; a few drains too many only wait on each other's lock.
+        # The flag's store is down: enqueue anyway; a few drains too many only wait on each other's lock.
         pending = False
     if not pending and not taskrunner.enqueue(TASK, inbox_id=inbox_id):
         # The broker refused it: no drain is pending after all, so the next webhook (or the sweep) schedules one.
         with contextlib.suppress(Exception):
-            cache.delete(_flag(inbox_id))
+            _flag_clear(inbox_id)
+
+
+def _flag_set(inbox_id: int) -> bool:
+    """Set the inbox's pending-drain flag; False when it was set already. Redis when there is one, through one
+    client per process: Django's cache is per thread, and Daphne runs each request on a new thread, so it opened a
+    Redis connection per webhook."""
+    if settings.REDIS_URL:
+        return bool(health.redis_client().set(_flag(inbox_id), 1, nx=True, ex=_FLAG_SECONDS))
+    return bool(cache.add(_flag(inbox_id), 1, timeout=_FLAG_SECONDS))
+
+
+def _flag_clear(inbox_id: int) -> None:
+    if settings.REDIS_URL:
+        health.redis_client().delete(_flag(inbox_id))
+    else:
+        cache.delete(_flag(inbox_id))
 
 
 def record_to_json(record: InboundMessage) -> dict[str, Any]:
@@ -141,7 +170,7 @@ class Drained:
 def drain_inbound(*, inbox_id: int) -> Drained:
     """Turn the inbox's waiting rows into messages, a batch at a time, until none is left."""
     try:
-        cache.delete(_flag(inbox_id))
+        _flag_clear(inbox_id)
     except Exception:
         logger.warning("inbound drain for inbox %s: cache unavailable; drains may be scheduled twice", inbox_id)
     outcome = Drained()
@@ -176,9 +205,10 @@ def _drain_batch(inbox_id: int) -> int:
                 inbox_id=inbox_id, provider_message_id__in=[row.provider_message_id for row in rows]
             ).values_list("provider_message_id", flat=True)
         )
-        for row in rows:
-            if row.provider_message_id not in stored:
-                receive_new(record_from_row(row), inbox=inbox)
+        records = [record_from_row(row) for row in rows if row.provider_message_id not in stored]
+        batch = BatchReads.read(inbox, records)
+        for record in records:
+            receive_new(record, inbox=inbox, batch=batch)
         return len(rows)
 
 
