@@ -120,9 +120,10 @@ def run_inbound_hooks(
     patient: Patient,
     keyword: str | None,
     known: HookAnswers | None = None,
-) -> None:
+) -> int:
     """`known`: a batch's answers (batch_interest). A keyword, or a patient the batch did not read (a new one), is
-    still asked one by one."""
+    still asked one by one. Returns how many hooks ran (their effects may have changed the conversation)."""
+    ran = 0
     covered = known is not None and keyword is None and patient.pk in known.patient_ids
     for name, (hook, interested) in list(_hooks.items()):
         if covered and known is not None and name in known.interested:
@@ -134,9 +135,11 @@ def run_inbound_hooks(
             message=message, conversation=conversation, patient=patient, keyword=keyword
         ):
             continue
+        ran += 1
         try:
             # A savepoint each: a failing hook loses its own effects, never the patient's message.
             with transaction.atomic():
                 hook(message=message, conversation=conversation, patient=patient, keyword=keyword)
         except Exception:
             logger.exception("inbound hook %s failed on message %s", name, message.pk)
+    return ran

@@ -210,13 +210,17 @@ def receive_new(
         )
     events.record(events.MessageAdded(message=message_data(message)), audience)
     # After the message's own events, so a survey's next question lands after the reply it answers.
-    run_inbound_hooks(
+    hooks_ran = run_inbound_hooks(
         message=message,
         conversation=conversation,
         patient=patient,
         keyword=keyword.kind if keyword else None,
         known=batch.hooks if batch is not None else None,
     )
+    if hooks_ran and batch is not None:
+        # A hook may have labelled the conversation through its own copy of the row: the batch's next message
+        # about it reads the labels again rather than announce the ones read before.
+        getattr(conversation, "_prefetched_objects_cache", {}).pop("labels", None)
     reply = keyword_reply(keyword, patient=patient) if keyword is not None else None
     if reply is not None:
         # Carriers expect HELP answered and STOP/START confirmed; service messages, sent whatever the consent.
