@@ -1,25 +1,34 @@
-"""Real-time fan-out: events from receive_inbound to 200+ agent websockets over the Redis channel layer.
+"""Real-time fan-out: events from receive_inbound to hundreds of agent websockets on 2 Daphne processes.
 
-    .venv/bin/python -m bench.realtime_fanout            # from the repository root; ~3 minutes
-    .venv/bin/python -m bench.realtime_fanout --quick    # 200 sockets, short phases; ~2 minutes
+    .venv/bin/python -m bench.realtime_fanout                  # 500 sockets, 30 msg/s; ~3 minutes
+    .venv/bin/python -m bench.realtime_fanout --quick          # 200 sockets, short phases; ~2 minutes
+    .venv/bin/python -m bench.realtime_fanout --curve 100,200,300,400,500   # cost per event by sockets; ~6 min
 
 Starts its own PostgreSQL and Redis on loopback (tests/services.py), migrates, creates teams (one SMS
 inbox each, auto-assign on), agents spread over the teams (some in two) and supervisors, logs each in
 through the session engine, opens one conversation per patient, serves config.asgi with 2 Daphne
 processes (channels_redis layer) and opens one /ws/agent/ socket per user, spread over the Daphnes.
 Separate publisher processes then run `receive_inbound` at a steady rate (each call commits a
-conversation.update + message.add and publishes their hints after commit); every socket timestamps
-every event it receives. Stops everything it started, also on error or Ctrl-C.
+conversation.update + message.add and publishes one hint after commit, to every process's event hub:
+contactcenter.fanout); every socket timestamps every event it receives. Stops everything it started,
+also on error or Ctrl-C.
 
 Figures, with ratios to baselines taken in the same run on the same sockets and Daphnes:
 - commit → socket latency p50/p95/p99 per (socket, event) pair, target p99 < 250 ms;
-- dropped: (socket, event) pairs the socket may see (by the event's audience) that had not arrived on
-  the live path once nothing more arrived for --grace seconds, and those still missing after every
-  socket reconnects and resyncs by its last event id (as inbox/socket.js does); target 0;
+- dropped: (socket, event) pairs the socket may see (the event's audience and its conversation's placement,
+  as access.EventVisibility.delivery rules) that had not arrived on the live path once nothing more
+  arrived for --grace seconds, and those still missing after every socket reconnects and resyncs by its
+  last event id (as inbox/socket.js does); target 0;
 - baselines: a raw channel-layer group_send → receive round trip, a websocket echo ({"op": "ping"} →
   pong) on the same Daphnes, and a layer broadcast through the same consumers without the database
-  (typing.signal to the same audience, one copy per recipient, from the same publishers at the rate the
-  events were actually committed).
+  (typing.signal to a conversation every socket of a team watches, one copy per recipient, from the same
+  publishers at the rate the events were actually committed);
+- cost: CPU ms per message and per event by side, PostgreSQL transactions and event-table reads per message.
+
+--curve N1,N2,… runs the load once per socket count in one run (the sockets of each step stay open for the
+next) and prints, per step, latency, dropped/duplicate/out-of-order pairs and the cost per event: Daphne CPU
+per committed event and per delivered (socket, event) pair, PostgreSQL CPU, transactions and event-table
+reads per message. The hub design's claim is that only the websocket writes grow with the sockets.
 
 Exit status 0 when the run completed with nothing missing after resync, no event twice or out of order
 on a socket and no failed receive_inbound (a missed latency target is reported as MISS, not an error),
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -46,11 +56,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.load import percentile, quiesce
+from bench.load import percentile, quiesce, start_py_spy
 from bench.procs import CpuMeter, CpuSnapshot, Daphne, fast_stop_postgres, postmaster_pid
 from bench.sms_inbound import bench_env, migrate
 
@@ -58,6 +69,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "channels_adapters" / "sms" / "fixtures" / "inbound_plain_text.json"
 TARGET_P99_MS = 250.0
 CONNECT_CONCURRENCY = 25  # sockets opening (or resyncing) at once
+# A PostgreSQL backend that goes idle less than a second after its last statistics flush reports the rest up to
+# 10 s later (PGSTAT_IDLE_INTERVAL): the sockets' opening reads must be in before a window's first reading.
+PG_STATS_SETTLE_SECONDS = 11.0
 T = TypeVar("T")
 
 
@@ -67,21 +81,50 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class StoredEvent:
+    """An event row's audience, and where its conversation is now (None: no conversation, or it is gone)."""
+
+    id: int
+    type: str
+    inbox_id: int | None
+    team_id: int | None
+    user_id: int | None
+    conversation_id: int | None
+    placement: tuple[int, int] | None  # (inbox, team) of the conversation when the run ended
+
+
+@dataclass(frozen=True)
 class Staff:
     user_id: int
     supervisor: bool
     team_ids: frozenset[int]
     inbox_ids: frozenset[int]
     cookie: str
+    home_team: int  # the team whose conversation this socket watches in the broadcast baseline
 
-    def may_see(self, inbox_id: int | None, team_id: int | None, user_id: int | None) -> bool:
-        """Who an event is for, from its audience columns (docs/architecture.md), not from access.py."""
-        return (
-            self.supervisor
-            or (inbox_id is not None and inbox_id in self.inbox_ids)
-            or (team_id is not None and team_id in self.team_ids)
-            or (user_id is not None and user_id == self.user_id)
+    def sees(self, event: StoredEvent) -> bool:
+        """Whether a socket of this user gets the event (sent, or withdrawn by id), by the rule
+        docs/architecture.md states, written out here rather than taken from access.py: supervisors get every
+        event; others get events addressed to them (by inbox, team or user) that are about no conversation or
+        about one they may see now (its inbox or team is theirs); an addressed conversation event about one
+        they may no longer see still reaches its assignee, as a removal with the event's id (the server sends
+        one removal per conversation and frame; no conversation moves in this bench, so none is sent)."""
+        if self.supervisor:
+            return True
+        addressed = (
+            (event.inbox_id is not None and event.inbox_id in self.inbox_ids)
+            or (event.team_id is not None and event.team_id in self.team_ids)
+            or (event.user_id is not None and event.user_id == self.user_id)
         )
+        if not addressed:
+            return False
+        if event.conversation_id is None:
+            return True
+        if event.placement is not None and (
+            event.placement[0] in self.inbox_ids or event.placement[1] in self.team_ids
+        ):
+            return True
+        return event.user_id == self.user_id and event.type == "conversation"
 
 
 @dataclass(frozen=True)
@@ -89,6 +132,8 @@ class TeamPlan:
     team_id: int
     inbox_id: int
     senders: list[str]
+    # One of the team's conversations: its sockets watch it for the broadcast baseline (set once primed).
+    watched_conversation: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +201,8 @@ def create_world(*, agents: int, supervisors: int, teams: int, senders_per_team:
             team_ids=frozenset(memberships.get(user.pk, set())),
             inbox_ids=frozenset(inbox_of_team[t] for t in memberships.get(user.pk, set())),
             cookie=session_cookie(user),
+            # An agent's first team; supervisors spread over the teams.
+            home_team=team_rows[i % teams][0] if i < agents else team_rows[(i - agents) % teams][0],
         )
         for i, user in enumerate(users)
     ]
@@ -171,9 +218,10 @@ def create_world(*, agents: int, supervisors: int, teams: int, senders_per_team:
     return World(staff=staff, teams=plans)
 
 
-def prime_conversations(world: World) -> None:
+def prime_conversations(world: World) -> World:
     """One message from every sender before any socket connects, so the run sees what a contact center
-    mostly sees: follow-ups in open, assigned conversations (first contacts: --new-share)."""
+    mostly sees: follow-ups in open, assigned conversations (first contacts: --new-share). Returns the world
+    with each team's watched conversation."""
     from channels_adapters.base import InboundMessage, Sender
     from contactcenter import events
     from contactcenter.actions.inbound import receive_inbound
@@ -197,6 +245,16 @@ def prime_conversations(world: World) -> None:
                 )
     finally:
         events.publish_hint = real_publish_hint
+    from contactcenter.models import Conversation
+
+    watched = [
+        Conversation.objects.filter(inbox_id=team.inbox_id).order_by("id").values_list("id", flat=True).first()
+        for team in world.teams
+    ]
+    return World(
+        staff=world.staff,
+        teams=[replace(team, watched_conversation=c or 0) for team, c in zip(world.teams, watched, strict=True)],
+    )
 
 
 def session_cookie(user: Any) -> str:
@@ -214,8 +272,10 @@ def session_cookie(user: Any) -> str:
     return str(store.session_key)
 
 
-def pg_transactions() -> int:
-    """Transactions committed or rolled back in the bench database so far (each autocommit query is one)."""
+def pg_counters() -> dict[str, int]:
+    """Cumulative PostgreSQL counters of the bench database: transactions (each autocommit query is one) and
+    reads of the event table (index or sequential scans of contactcenter_event: the hubs' reads, and any
+    socket's own catch-up, whose audience filter is one scan per index it uses; the publishers only insert)."""
     from django.db import connection, connections
 
     try:
@@ -224,21 +284,51 @@ def pg_transactions() -> int:
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
             )
             row = cursor.fetchone()
-            return int(row[0]) if row else 0
+            cursor.execute(
+                "SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0) FROM pg_stat_user_tables "
+                "WHERE relname = 'contactcenter_event'"
+            )
+            scans = cursor.fetchone()
+            return {"transactions": int(row[0]) if row else 0, "event_reads": int(scans[0]) if scans else 0}
     finally:
         connections.close_all()
 
 
-def events_after(after_id: int) -> list[tuple[int, int | None, int | None, int | None]]:
-    """(id, inbox, team, user) of every stored event after `after_id`; in a worker thread."""
+def max_event_id() -> int:
     from django.db import connections
 
     from contactcenter.models import Event
 
     try:
-        return list(
-            Event.objects.filter(id__gt=after_id).order_by("id").values_list("id", "inbox_id", "team_id", "user_id")
+        return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    finally:
+        connections.close_all()
+
+
+def events_after(after_id: int) -> list[StoredEvent]:
+    """Every stored event after `after_id`, with its conversation's placement now; in a worker thread."""
+    from django.db import connections
+
+    from contactcenter.models import Conversation, Event
+
+    try:
+        rows = list(
+            Event.objects.filter(id__gt=after_id)
+            .order_by("id")
+            .values_list("id", "type", "inbox_id", "team_id", "user_id", "conversation_id")
         )
+        placements = {
+            pk: (inbox, team)
+            for pk, inbox, team in Conversation.objects.filter(
+                pk__in={row[5] for row in rows if row[5] is not None}
+            ).values_list("pk", "inbox_id", "team_id")
+        }
+        return [
+            StoredEvent(
+                pk, type_, inbox, team, user, conversation, placements.get(conversation) if conversation else None
+            )
+            for pk, type_, inbox, team, user, conversation in rows
+        ]
     finally:
         connections.close_all()
 
@@ -252,8 +342,9 @@ def publisher_main(plan_path: str) -> int:
     """Paced open loop: job i is due at t0 + i/rate whatever happened to the earlier ones.
 
     mode "inbound": receive_inbound, timestamped when its transaction commits (the first after-commit
-    hint publication starts) and when its last hint went out. mode "broadcast": the same groups get a
-    typing.signal the consumers forward as is, no database involved: the fan-out baseline.
+    hint publication starts) and when its last hint went out; mode "events": only the events it records.
+    mode "broadcast": a typing.signal to a conversation group the consumers forward as is, no database
+    involved: the fan-out baseline.
     """
     plan = json.loads(Path(plan_path).read_text())
     import django
@@ -280,19 +371,20 @@ def publisher_main(plan_path: str) -> int:
     real_publish_hint = events.publish_hint
 
     def timed_publish_hint(event_id: int, groups: list[str]) -> None:
-        # on_commit callbacks run right after COMMIT, in order: the first one marks the commit.
+        # on_commit callbacks run right after COMMIT, in order: the first one marks the commit. A transaction
+        # sends one hint, with its newest event id (commit_times finds the others).
         if tls.commit_at is None:
             tls.commit_at = time.monotonic()
-        tls.ids.append(event_id)
+        tls.hints.append(event_id)
         real_publish_hint(event_id, groups)
 
     events.publish_hint = timed_publish_hint
 
     def inbound(i: int, due: float, team_index: int, sender: str) -> None:
         if time.monotonic() - due > late_limit:
-            records.append({"due": due, "commit": None, "published": None, "ids": [], "error": None, "skipped": True})
+            records.append({"due": due, "commit": None, "published": None, "hints": [], "error": None, "skipped": True})
             return
-        tls.commit_at, tls.ids = None, []
+        tls.commit_at, tls.hints = None, []
         team = teams[team_index]
         sid = f"SM{plan['salt']}{i:012d}"
         body = f"Hi, can I move my appointment to Friday? (ref bench-{i})"
@@ -311,7 +403,7 @@ def publisher_main(plan_path: str) -> int:
         except Exception as exc:
             error = repr(exc)
         records.append(
-            {"due": due, "commit": tls.commit_at, "published": time.monotonic(), "ids": tls.ids, "error": error}
+            {"due": due, "commit": tls.commit_at, "published": time.monotonic(), "hints": tls.hints, "error": error}
         )
 
     layer = get_channel_layer()
@@ -319,10 +411,10 @@ def publisher_main(plan_path: str) -> int:
 
     def broadcast(i: int, due: float, team_index: int, _sender: str) -> None:
         team = teams[team_index]
-        # Supervisors listen on events.all and agents on their team's group: one copy per recipient, the
-        # least any fan-out can do. (Hints also go to the inbox and assignee groups, whose members the
-        # team group already holds, and the consumer skips hints at or below its cursor.)
-        groups = [events.ALL_EVENTS_GROUP, events.team_group(team["team_id"])]
+        # Every socket whose home is this team watches this conversation (the "watch" op): one group_send and
+        # one copy per recipient through the layer, which is how the sockets themselves received hints before
+        # the event hub. Sockets join no inbox or team group any more, so this is the layer-only fan-out.
+        groups = [events.conversation_group(team["watched_conversation"])]
         if time.monotonic() - due > late_limit:
             records.append(
                 {"due": due, "commit": None, "published": None, "seqs": [], "team": team_index, "skipped": True}
@@ -348,7 +440,58 @@ def publisher_main(plan_path: str) -> int:
             }
         )
 
-    job: Callable[[int, float, int, str], None] = inbound if plan["mode"] == "inbound" else broadcast
+    # --source events: the two events receive_inbound records for a follow-up, with its payloads and audience,
+    # written in one transaction by events.record_many and nothing else: the fan-out's load without the
+    # webhook's own work, which production does on other machines (sms_inbound measures it).
+    replay: dict[int, list[tuple[dict[str, Any], dict[str, Any], events.Audience]]] = {}
+    if plan["mode"] == "events":
+        from django.db import transaction
+
+        from contactcenter.actions.conversations import audience_of
+        from contactcenter.api.shapes import conversation_data, message_data
+        from contactcenter.models import Conversation, Message
+
+        for team_index, team in enumerate(teams):
+            conversations = list(
+                Conversation.objects.filter(inbox_id=team["inbox_id"]).select_related("inbox", "patient").order_by("id")
+            )
+            replay[team_index] = []
+            for conversation in conversations:
+                latest = Message.objects.filter(conversation=conversation).order_by("-id").first()
+                assert latest is not None
+                replay[team_index].append(
+                    (conversation_data(conversation), message_data(latest), audience_of(conversation))
+                )
+        connections.close_all()
+
+    def recorded(i: int, due: float, team_index: int, sender: str) -> None:
+        if time.monotonic() - due > late_limit:
+            records.append({"due": due, "commit": None, "published": None, "hints": [], "error": None, "skipped": True})
+            return
+        tls.commit_at, tls.hints = None, []
+        choices = replay[team_index]
+        conversation, message, audience = choices[teams[team_index]["senders"].index(sender) % len(choices)]
+        error = None
+        try:
+            with transaction.atomic():
+                events.record_many(
+                    [
+                        (
+                            events.ConversationUpdated(
+                                conversation=conversation, changed=["last_message_at", "unread_count"]
+                            ),
+                            audience,
+                        ),
+                        (events.MessageAdded(message=message), audience),
+                    ]
+                )
+        except Exception as exc:
+            error = repr(exc)
+        records.append(
+            {"due": due, "commit": tls.commit_at, "published": time.monotonic(), "hints": tls.hints, "error": error}
+        )
+
+    job: Callable[[int, float, int, str], None] = {"inbound": inbound, "events": recorded}.get(plan["mode"], broadcast)
     pool = ThreadPoolExecutor(plan["threads"], thread_name_prefix="publisher")
     plan_items: list[tuple[int, int, str]] = []
     for i in range(total):
@@ -401,7 +544,8 @@ class Published:
     records: list[dict[str, Any]]
     cpu: dict[str, float]  # CPU seconds per side during the measured window
     log: Path
-    pg_transactions: int  # during the measured window (statistics are flushed lazily: approximate)
+    # PostgreSQL counters' growth in the measured window (pg_counters; statistics are flushed lazily: approximate).
+    pg: dict[str, int]
     other_cpu: float  # CPU seconds spent in the window by processes this run did not start
 
     def measured(self) -> list[dict[str, Any]]:
@@ -412,6 +556,21 @@ class Published:
 
     def skipped(self) -> int:
         return sum(1 for r in self.records if r.get("skipped"))
+
+    def commits_in_window(self, stored: list[StoredEvent]) -> dict[int, float]:
+        """Event id → commit time, for the stored events committed inside the window.
+
+        A transaction's events have consecutive ids and commit together (events.record_many's advisory lock
+        hands out ids in commit order) and its one hint carries the newest: an event belongs to the first
+        hint at or after it."""
+        hints = sorted((h, r["commit"]) for r in self.records if r["commit"] is not None for h in r["hints"])
+        keys = [h for h, _ in hints]
+        found: dict[int, float] = {}
+        for event in stored:
+            k = bisect.bisect_left(keys, event.id)
+            if k < len(keys) and self.window_start <= hints[k][1] < self.window_end:
+                found[event.id] = hints[k][1]
+        return found
 
     def errors(self) -> list[str]:
         return [r["error"] for r in self.records if r.get("error")]
@@ -454,7 +613,11 @@ async def run_publisher(
     work: Path,
     children: Children,
     roots: dict[str, int],
+    seed: int | None = None,
+    profile: str | None = None,
 ) -> Published:
+    """Publishers paced at `rate` for `warmup` + `seconds`; CPU and PostgreSQL counters over the measured seconds.
+    `profile`: py-spy output for Daphne #1 over the measured seconds."""
     loop = asyncio.get_running_loop()
     log = work / f"{mode}.publisher.log"
     procs: list[subprocess.Popen[bytes]] = []
@@ -472,7 +635,7 @@ async def run_publisher(
             "publish_from": args.publish_from,
             "new_share": args.new_share if mode == "inbound" else 0.0,
             "late_limit": args.late_limit,
-            "seed": args.seed,
+            "seed": args.seed if seed is None else seed,
             "salt": secrets.token_hex(4),
             "output": str(output),
             "teams": [vars(t) for t in world.teams],
@@ -505,11 +668,15 @@ async def run_publisher(
     window_start, window_end = t0 + warmup, t0 + warmup + seconds
     meter = CpuMeter({**roots, **{f"publisher{n}": proc.pid for n, proc in enumerate(procs, 1)}})
     snapshots: list[CpuSnapshot] = []
-    transactions: list[int] = []
+    counters: list[dict[str, int]] = []
     for at in (window_start, window_end):
         await asyncio.sleep(max(0.0, at - loop.time()))
         snapshots.append(meter.snapshot())
-        transactions.append(await asyncio.to_thread(pg_transactions))
+        counters.append(await asyncio.to_thread(pg_counters))
+        if profile and len(snapshots) == 1:
+            spy = start_py_spy(profile, roots["daphne1"], seconds)
+            if spy is not None:
+                children.add(spy)
     records: list[dict[str, Any]] = []
     for proc, output in zip(procs, outputs, strict=True):
         code = await asyncio.to_thread(proc.wait)
@@ -518,7 +685,8 @@ async def run_publisher(
         records.extend(json.loads(output.read_text())["records"])
     cpu = snapshots[1].minus(snapshots[0])
     other = max(0.0, snapshots[1].machine - snapshots[0].machine - sum(cpu.values()))
-    return Published(t0, window_start, window_end, records, cpu, log, transactions[1] - transactions[0], other)
+    pg = {key: counters[1][key] - counters[0][key] for key in counters[0]}
+    return Published(t0, window_start, window_end, records, cpu, log, pg, other)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -643,6 +811,15 @@ class Listener:
         answered = await asyncio.wait_for(asyncio.shield(waiter), timeout)
         return answered - sent
 
+    async def watch(self, conversation_id: int, timeout: float) -> None:
+        """{"op": "watch"}: typing signals for the conversation from now on. Confirmed by the pong that
+        follows it (frames are handled in order), refused by an error frame."""
+        errors = len(self.errors)
+        await self._ws.send(json.dumps({"op": "watch", "conversation_id": conversation_id}))
+        await self.ping(timeout)
+        if len(self.errors) > errors:
+            raise RuntimeError(f"agent socket refused to watch conversation {conversation_id}: {self.errors[-1]}")
+
     async def resync(self, timeout: float) -> float:
         """Reconnect and resync from the last event id, as inbox/socket.js does after any close."""
         loop = asyncio.get_running_loop()
@@ -714,7 +891,7 @@ class Phases:
     broadcast: Published
     broadcast_expected: dict[int, set[int]]  # listener index → seqs it should get
     events: Published
-    stored: list[tuple[int, int | None, int | None, int | None]]
+    stored: list[StoredEvent]
     expected: dict[int, set[int]]  # listener index → event ids it may see
     live: dict[int, dict[int, float]]  # listener index → event id → receive time, at the end of the grace
     grace_used: float
@@ -770,6 +947,22 @@ async def echo_rtts(listeners: list[Listener], *, rounds: int, rate: float) -> t
     return rtts, len(results) - len(rtts)
 
 
+def expected_events(listeners: list[Listener], stored: list[StoredEvent]) -> dict[int, set[int]]:
+    """Listener index → the ids of the stored events after its first cursor that it gets."""
+    return {
+        i: {e.id for e in stored if e.id > (listener.start_cursor or 0) and listener.staff.sees(e)}
+        for i, listener in enumerate(listeners)
+    }
+
+
+def all_arrived(listeners: list[Listener], expected: dict[int, set[int]]) -> bool:
+    return all(ids <= listeners[i].received.keys() for i, ids in expected.items())
+
+
+def received_count(listeners: list[Listener]) -> int:
+    return sum(len(listener.received) for listener in listeners)
+
+
 async def settle(done: Callable[[], bool], progress: Callable[[], int], *, quiet: float, limit: float) -> float:
     """Wait until everything arrived, or nothing more arrived for `quiet` seconds (a backlog still
     draining is late, not lost), or `limit` seconds passed. Returns the seconds waited."""
@@ -801,6 +994,7 @@ async def run_phases(
 
         await bounded(listeners, CONNECT_CONCURRENCY, lambda listener: listener.open(None))
         connect_seconds = loop.time() - started
+        opened_at = loop.time()
         await quiesce(meter)
 
         print("  baseline: raw channel-layer round trips …", flush=True)
@@ -808,6 +1002,7 @@ async def run_phases(
         print("  baseline: websocket echo (ping → pong) on every socket …", flush=True)
         echo, echo_failed = await echo_rtts(listeners, rounds=args.echo_rounds, rate=args.echo_rate)
         await quiesce(meter)
+        await asyncio.sleep(max(0.0, opened_at + PG_STATS_SETTLE_SECONDS - args.warmup - loop.time()))
 
         common: dict[str, Any] = {
             "world": world,
@@ -818,19 +1013,20 @@ async def run_phases(
             "roots": roots,
         }
         print(
-            f"  receive_inbound at {args.rate:g}/s for {args.warmup:g} s warm-up + {args.seconds:g} s measured …",
+            f"  {source_name(args)} at {args.rate:g}/s for {args.warmup:g} s warm-up + {args.seconds:g} s measured …",
             flush=True,
         )
         published = await run_publisher(
-            mode="inbound", rate=args.rate, seconds=args.seconds, warmup=args.warmup, **common
+            mode=args.source,
+            rate=args.rate,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            profile=args.py_spy,
+            **common,
         )
         after = min(listener.start_cursor or 0 for listener in listeners)
         stored = await asyncio.to_thread(events_after, after)
-        expected: dict[int, set[int]] = {}
-        for i, listener in enumerate(listeners):
-            cursor = listener.start_cursor or 0
-            may = listener.staff.may_see
-            expected[i] = {eid for eid, inbox, team, user in stored if eid > cursor and may(inbox, team, user)}
+        expected = expected_events(listeners, stored)
 
         def events_done() -> bool:
             return all(ids <= listeners[i].received.keys() for i, ids in expected.items())
@@ -859,14 +1055,15 @@ async def run_phases(
         # At the rate the events were actually committed: the same fan-out work per second, minus the database.
         committed = len(published.measured()) / args.seconds
         broadcast_rate = max(1.0, min(args.rate, committed))
+        print("  every socket watches a conversation of its home team …", flush=True)
+        watched = {t.team_id: t.watched_conversation for t in world.teams}
+        await bounded(listeners, CONNECT_CONCURRENCY, lambda x: x.watch(watched[x.staff.home_team], 60))
         print(f"  baseline: layer broadcast through the consumers at {broadcast_rate:.3g}/s …", flush=True)
         broadcast = await run_publisher(
             mode="broadcast", rate=broadcast_rate, seconds=args.baseline_seconds, warmup=1.0, **common
         )
         recipients = {
-            t.team_id: {
-                i for i, listener in enumerate(listeners) if listener.staff.may_see(t.inbox_id, t.team_id, None)
-            }
+            t.team_id: {i for i, listener in enumerate(listeners) if listener.staff.home_team == t.team_id}
             for t in world.teams
         }
         broadcast_expected: dict[int, set[int]] = {i: set() for i in range(len(listeners))}
@@ -981,13 +1178,22 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}×" if b and a == a and b == b else "n/a"
 
 
+def source_name(args: argparse.Namespace) -> str:
+    return "receive_inbound" if args.source == "inbound" else "receive_inbound's two events (--source events)"
+
+
+def side_cpu(cpu: dict[str, float], side: str) -> float:
+    """CPU seconds of one side, summed over its processes (daphne1, daphne2, … are the side "daphne")."""
+    return sum(v for k, v in cpu.items() if k.rstrip("0123456789") == side)
+
+
 def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs: list[Path]) -> bool:
     listeners = p.listeners
     n_sup = sum(1 for s in world.staff if s.supervisor)
     n_multi = sum(1 for s in world.staff if len(s.team_ids) > 1)
     ev, bc = p.events, p.broadcast
     measured = ev.measured()
-    commit_of = {eid: r["commit"] for r in measured for eid in r["ids"]}
+    commit_of = ev.commits_in_window(p.stored)
     events = deliveries(commit_of, p.expected, p.live)
     missing_after = sum(len(ids - listeners[i].received.keys()) for i, ids in p.expected.items())
     seq_at = {seq: r["commit"] for r in bc.measured() for seq in r["seqs"]}
@@ -995,7 +1201,7 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
     fanout = events.expected_pairs / max(1, len(p.stored))
     seconds = ev.window_end - ev.window_start
     committed_rate = len(measured) / seconds
-    events_in_window = sum(len(r["ids"]) for r in measured)
+    events_in_window = len(commit_of)
 
     print()
     print(
@@ -1004,7 +1210,7 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
         f"on Redis; PostgreSQL; {os.cpu_count()} CPUs shared with whatever else runs"
     )
     print(
-        f"load: receive_inbound offered at {args.rate:g}/s (follow-ups in {args.teams * args.senders_per_team} open, "
+        f"load: {source_name(args)} offered at {args.rate:g}/s (follow-ups in {args.teams * args.senders_per_team} open, "
         f"assigned conversations; {args.new_share:.0%} first contacts) by {args.publishers} publisher "
         f"process(es) × {args.publisher_threads} thread(s), {args.publish_from}-style; {args.seconds:g} s measured after "
         f"{args.warmup:g} s warm-up; DB_CONN_MAX_AGE={args.conn_max_age}"
@@ -1023,10 +1229,12 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
         f'  websocket echo ({{"op": "ping"}} → pong): p50 {ms(p.echo_ms, 50)}, p99 {ms(p.echo_ms, 99)} '
         f"({len(p.echo_rtt)} pings{f', {p.echo_failed} unanswered' if p.echo_failed else ''})"
     )
+    seqs = sum(len(r["seqs"]) for r in bc.records if not r.get("skipped"))
     print(
-        f"  broadcast: typing.signal to events.all + the team group, from the same publishers at the rate the "
-        f"events were committed ({p.broadcast_rate:.3g}/s × 2), forwarded by the same consumers without the "
-        f"database (one copy per recipient); {len(bc.measured())} ticks in {bc.window_end - bc.window_start:.0f} s"
+        f"  broadcast: typing.signal to the conversation each team's sockets watch, from the same publishers at "
+        f"the rate the events were committed ({p.broadcast_rate:.3g}/s × 2), forwarded by the same consumers "
+        f"without the database (one layer copy per recipient, {base.expected_pairs / max(1, seqs):.1f} sockets "
+        f"per signal); {len(bc.measured())} ticks in {bc.window_end - bc.window_start:.0f} s"
     )
     print()
 
@@ -1115,10 +1323,7 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
     )
     print()
     sides = ["daphne", "postgres", "redis", "publisher", "client"]
-
-    def cores(cpu: dict[str, float], side: str) -> float:
-        return sum(v for k, v in cpu.items() if k.rstrip("0123456789") == side)
-
+    cores = side_cpu
     per = max(1, len(measured))
     print(f"CPU in the measured window ({seconds:.0f} s): cores busy, and ms per inbound message (sums over processes)")
     titles = {"daphne": "Daphnes", "postgres": "PostgreSQL", "redis": "Redis", "publisher": "publishers"}
@@ -1126,6 +1331,11 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
     total = sum(cores(ev.cpu, side) for side in sides)
     print("  " + "".join(f"{cores(ev.cpu, side) / seconds:11.2f}" for side in sides) + f"{total / seconds:11.2f}")
     print("  " + "".join(f"{1000 * cores(ev.cpu, side) / per:11.1f}" for side in sides) + f"{1000 * total / per:11.1f}")
+    print(
+        f"  Daphnes per committed event {1000 * cores(ev.cpu, 'daphne') / max(1, events_in_window):.2f} ms, per "
+        f"delivered (socket, event) pair {1e6 * cores(ev.cpu, 'daphne') / max(1, len(events.latencies_ms)):.0f} µs "
+        f"({len(events.latencies_ms)} pairs of events committed in the window)"
+    )
     bseconds = bc.window_end - bc.window_start
     print(
         f"  broadcast baseline: {sum(cores(bc.cpu, side) for side in sides) / bseconds:.2f} cores, of which "
@@ -1135,19 +1345,14 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
         f"other work on this machine (processes this run did not start): {ev.other_cpu / seconds:.2f} CPUs in "
         f"the window, {bc.other_cpu / bseconds:.2f} during the broadcast baseline"
     )
+    transactions, reads = ev.pg["transactions"], ev.pg["event_reads"]
+    hints = sum(len(r["hints"]) for r in measured)
     print(
-        f"PostgreSQL transactions in the window (autocommit reads included; approximate): {ev.pg_transactions}, "
-        f"{ev.pg_transactions / per:.1f} per inbound message"
-    )
-    agents = [s for s in world.staff if not s.supervisor]
-    hints = 0
-    for _eid, inbox, team, user in p.stored:  # events.Audience.groups(): all + inbox + team + user
-        hints += n_sup + sum(1 for a in agents if inbox in a.inbox_ids) + sum(1 for a in agents if team in a.team_ids)
-        hints += sum(1 for a in agents if a.user_id == user)
-    print(
-        f"hints delivered to consumers: {hints / max(1, len(p.stored)):.1f} per event for "
-        f"{fanout:.1f} sockets that may see it ({hints / max(1, events.expected_pairs):.2f} per (socket, event) "
-        f"pair: agents are in both the inbox and the team group, and each message commits two events)"
+        f"PostgreSQL in the window (statistics are flushed lazily: approximate): {transactions} transactions "
+        f"(autocommit reads included) = {transactions / per:.1f} per inbound message; {reads} reads of the event "
+        f"table = {reads / per:.2f} per message for {fanout:.1f} sockets per event, and {hints / per:.2f} hints "
+        f"per message (each hint reaches one event hub per Daphne, which reads the new events once for all its "
+        f"sockets; a socket reads on its own only when it is further behind than the hub's buffer)"
     )
     problems = log_problems([*daphne_logs, ev.log, bc.log])
     print(
@@ -1161,14 +1366,265 @@ def print_report(p: Phases, world: World, args: argparse.Namespace, daphne_logs:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The curve: the same load at growing socket counts, in one run
+# ---------------------------------------------------------------------------------------------------
+
+
+def curve_order(staff: list[Staff]) -> list[Staff]:
+    """Supervisors spread evenly among the agents (who go round the teams), so each step's sockets have the
+    whole run's mix of roles and teams."""
+    agents = [s for s in staff if not s.supervisor]
+    supervisors = [s for s in staff if s.supervisor]
+    keyed = [((n + 0.5) / len(agents), 0, n) for n in range(len(agents))]
+    keyed += [((n + 0.5) / len(supervisors), 1, n) for n in range(len(supervisors))]
+    return [(supervisors if kind else agents)[n] for _, kind, n in sorted(keyed)]
+
+
+@dataclass
+class CurveStep:
+    sockets: int
+    events: Published
+    stored: list[StoredEvent]
+    expected: dict[int, set[int]]  # listener index → ids of this step's events it gets
+    live: dict[int, dict[int, float]]  # listener index → this step's event id → receive time, after the grace
+    duplicates: int
+    out_of_order: int
+    frames: int  # frames the sockets received during the step
+    lag: list[float]
+
+
+@dataclass
+class Curve:
+    steps: list[CurveStep]
+    listeners: list[Listener]
+    missing_after: int
+    resync_failed: int
+
+
+async def run_curve(
+    world: World, ports: list[int], args: argparse.Namespace, env: dict[str, str], work: Path, roots: dict[str, int]
+) -> Curve:
+    loop = asyncio.get_running_loop()
+    listeners = [Listener(staff, ports[i % len(ports)]) for i, staff in enumerate(curve_order(world.staff))]
+    lag = LoopLag()
+    lag.start()
+    children = Children()
+    meter = CpuMeter(roots)
+    common: dict[str, Any] = {"world": world, "args": args, "env": env, "work": work, "children": children}
+    steps: list[CurveStep] = []
+    opened = 0
+    try:
+        for n, count in enumerate(args.curve):
+            print(f"  step {n + 1}/{len(args.curve)}: {count} sockets (opening {count - opened}) …", flush=True)
+            await bounded(listeners[opened:count], CONNECT_CONCURRENCY, lambda listener: listener.open(None))
+            opened_at = loop.time()
+            opened = count
+            active = listeners[:count]
+            await quiesce(meter)
+            await asyncio.sleep(max(0.0, opened_at + PG_STATS_SETTLE_SECONDS - args.warmup - loop.time()))
+            before = await asyncio.to_thread(max_event_id)
+            counts = [(x.duplicates, x.out_of_order, x.frames) for x in active]
+            last = n == len(args.curve) - 1
+            published = await run_publisher(
+                mode=args.source,
+                rate=args.rate,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                roots=roots,
+                seed=args.seed + n,  # first contacts (--new-share) are new senders at every step
+                profile=args.py_spy if last else None,
+                **common,
+            )
+            stored = await asyncio.to_thread(events_after, before)
+            expected = expected_events(active, stored)
+            await settle(
+                partial(all_arrived, active, expected),
+                partial(received_count, active),
+                quiet=args.grace,
+                limit=args.grace_limit,
+            )
+            live = {
+                i: {e: active[i].received[e] for e in ids if e in active[i].received} for i, ids in expected.items()
+            }
+            steps.append(
+                CurveStep(
+                    sockets=count,
+                    events=published,
+                    stored=stored,
+                    expected=expected,
+                    live=live,
+                    duplicates=sum(x.duplicates for x in active) - sum(c[0] for c in counts),
+                    out_of_order=sum(x.out_of_order for x in active) - sum(c[1] for c in counts),
+                    frames=sum(x.frames for x in active) - sum(c[2] for c in counts),
+                    lag=lag.between(published.window_start, published.window_end),
+                )
+            )
+        print("  every socket reconnects and resyncs from its last event id …", flush=True)
+
+        async def resync_one(listener: Listener) -> bool:
+            try:
+                await listener.resync(60)
+                return True
+            except (OSError, TimeoutError, RuntimeError, ConnectionError):
+                return False
+
+        resynced = await bounded(listeners[:opened], CONNECT_CONCURRENCY, resync_one)
+        missing_after = sum(
+            len(ids - listeners[i].received.keys()) for step in steps for i, ids in step.expected.items()
+        )
+        return Curve(steps, listeners, missing_after, resynced.count(False))
+    finally:
+        children.stop()
+        await lag.stop()
+        await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b·x."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def print_curve(curve: Curve, world: World, args: argparse.Namespace, daphne_logs: list[Path]) -> bool:
+    n_sup = sum(1 for s in world.staff if s.supervisor)
+    print()
+    print(
+        f"Real-time fan-out curve — up to {len(world.staff)} agent sockets ({len(world.staff) - n_sup} agents in "
+        f"{len(world.teams)} teams, {n_sup} supervisors, each step the same mix) over {args.daphnes} Daphne "
+        f"process(es); {source_name(args)} offered at {args.rate:g}/s by {args.publishers} publisher process(es); "
+        f"{args.seconds:g} s measured after {args.warmup:g} s warm-up per step; {os.cpu_count()} CPUs shared"
+    )
+    header = (
+        "sockets",
+        "msg/s",
+        "sockets/event",
+        "p50",
+        "p99",
+        "dropped",
+        "dup",
+        "out of order",
+        "Daphne ms/event",
+        "Daphne µs/pair",
+        "PG ms/event",
+        "PG xact/msg",
+        "event reads/msg",
+        "events/frame",
+        "client lag p99",
+        "other CPUs",
+    )
+    rows: list[tuple[str, ...]] = []
+    figures: list[dict[str, float]] = []
+    hints: list[str] = []
+    ok = curve.missing_after == 0
+    for step in curve.steps:
+        ev = step.events
+        measured = ev.measured()
+        seconds = ev.window_end - ev.window_start
+        commit_of = ev.commits_in_window(step.stored)
+        d = deliveries(commit_of, step.expected, step.live)
+        n_events = max(1, len(commit_of))
+        per = max(1, len(measured))
+        daphne = side_cpu(ev.cpu, "daphne")
+        fig = {
+            "sockets": step.sockets,
+            "fanout": d.expected_pairs / max(1, len(step.stored)),
+            "daphne_ms": 1000 * daphne / n_events,
+            "pair_us": 1e6 * daphne / max(1, len(d.latencies_ms)),
+            "pg_ms": 1000 * side_cpu(ev.cpu, "postgres") / n_events,
+            "xacts": ev.pg["transactions"] / per,
+            "reads": ev.pg["event_reads"] / per,
+        }
+        figures.append(fig)
+        hints.append(f"{sum(len(r['hints']) for r in measured) / per:.2f}")
+        ok = ok and step.duplicates == 0 and step.out_of_order == 0 and not ev.errors()
+        rows.append(
+            (
+                str(step.sockets),
+                f"{len(measured) / seconds:.1f}",
+                f"{fig['fanout']:.1f}",
+                ms(d.latencies_ms, 50),
+                ms(d.latencies_ms, 99) + (" ✓" if percentile(d.latencies_ms, 99) < TARGET_P99_MS else " ✗"),
+                f"{d.live_missing}/{d.expected_pairs}",
+                str(step.duplicates),
+                str(step.out_of_order),
+                f"{fig['daphne_ms']:.2f}",
+                f"{fig['pair_us']:.0f}",
+                f"{fig['pg_ms']:.2f}",
+                f"{fig['xacts']:.1f}",
+                f"{fig['reads']:.2f}",
+                f"{sum(len(ids) for ids in step.live.values()) / max(1, step.frames):.1f}",
+                ms([1000 * x for x in step.lag], 99),
+                f"{ev.other_cpu / seconds:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)))
+    print(
+        f"(p99 ✓ under {TARGET_P99_MS:g} ms; dropped: pairs not arrived after {args.grace:g} s quiet; Daphne ms per "
+        f"committed event and µs per delivered (socket, event) pair; PostgreSQL CPU per event, transactions and "
+        f"event-table reads per message (hints per message: {' '.join(hints)}); events per frame a socket "
+        f"received; client lag: this "
+        f"load generator's event loop, which adds to every latency; other: CPUs taken by processes this run did "
+        f"not start)"
+    )
+    first, end = figures[0], figures[-1]
+
+    def growth(key: str) -> str:
+        return f"×{end[key] / first[key]:.2f}" if first[key] else "n/a"
+
+    print(
+        f"from {first['sockets']:.0f} to {end['sockets']:.0f} sockets (sockets per event {growth('fanout')}): Daphne CPU "
+        f"per event {growth('daphne_ms')}, per delivered pair {growth('pair_us')}; PostgreSQL CPU per event "
+        f"{growth('pg_ms')}, transactions per message {growth('xacts')}, event-table reads per message "
+        f"{growth('reads')}"
+    )
+    if len(figures) > 1:
+        a, b = linear_fit([f["sockets"] for f in figures], [f["daphne_ms"] for f in figures])
+        print(
+            f"Daphne CPU per event ≈ {a:.2f} ms + {1000 * b:.1f} µs × open sockets (least squares over the steps): "
+            f"the first term is the once-per-process part (read, placements, JSON), the second every socket's "
+            f"in-memory check and websocket write"
+        )
+    last_listeners = curve.listeners[: curve.steps[-1].sockets] if curve.steps else []
+    closes = Counter(code for x in last_listeners for code in x.server_closes)
+    print(
+        f"after the last step every socket reconnected and resynced from its last event id: missing "
+        f"{curve.missing_after}, resyncs failed {curve.resync_failed}; server closes "
+        f"{dict(closes) if closes else 0}; publisher jobs failed "
+        f"{sum(len(step.events.errors()) for step in curve.steps)}, skipped (late) "
+        f"{sum(step.events.skipped() for step in curve.steps)}"
+    )
+    problems = log_problems([*daphne_logs, *{step.events.log for step in curve.steps}])
+    print(f"server log errors: {len(problems)}")
+    for line in sorted(set(problems))[:8]:
+        print(f"  {line}")
+    return ok and curve.resync_failed == 0
+
+
+# ---------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------
 
 
+def socket_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("socket counts are whole numbers separated by commas") from None
+    if not counts or counts != sorted(set(counts)) or counts[0] < 2:
+        raise argparse.ArgumentTypeError("socket counts grow from step to step, from at least 2")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.realtime_fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=250, help="agent sockets, supervisors included (250)")
-    parser.add_argument("--rate", type=float, default=50.0, help="receive_inbound calls per second (50)")
+    # The defaults are issue 15's goal: 500 agent sockets on 2 Daphnes at 30 messages/s.
+    parser.add_argument("--clients", type=int, default=500, help="agent sockets, supervisors included (500)")
+    parser.add_argument("--rate", type=float, default=30.0, help="receive_inbound calls per second (30)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds of publishing (20)")
     parser.add_argument("--warmup", type=float, default=3.0, help="publishing seconds before the window (3)")
     parser.add_argument(
@@ -1186,6 +1642,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--late-limit", type=float, default=15.0, help="publisher skips jobs this many seconds overdue (15)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("inbound", "events"),
+        default="inbound",
+        help="what the publishers commit: receive_inbound for each message (inbound), or only the two events it "
+        "records, with the same payloads and audience, in one transaction (events: the fan-out's load without the "
+        "webhook's work, for a machine too small to run both)",
     )
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes (2)")
     parser.add_argument(
@@ -1212,12 +1676,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--conn-max-age", type=int, default=0, help="DB_CONN_MAX_AGE (0: the default connection pool, DB_POOL_MAX_SIZE)"
     )
+    parser.add_argument(
+        "--curve",
+        type=socket_counts,
+        help="socket counts, e.g. 100,200,300,400,500: the load once per count in one run (the clients are the "
+        "largest count), with latency, drops and cost per event for each; no baselines",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="OUT",
+        help="sample Daphne #1 with py-spy over the measured seconds (the curve's last step): .txt raw, .json "
+        "speedscope, else svg",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--publisher", help=argparse.SUPPRESS)
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         parser.set_defaults(clients=200, seconds=6.0, warmup=2.0, baseline_seconds=4.0, echo_rounds=1)
     args = parser.parse_args(argv)
+    if args.curve:
+        args.clients = args.curve[-1]
     if args.supervisors is None:
         args.supervisors = max(2, args.clients // 25)
     if not 0 < args.supervisors < args.clients:
@@ -1226,6 +1704,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--teams, --publishers, --publisher-threads and --senders-per-team must be at least 1")
     if args.rate <= 0 or args.seconds <= 0 or not 0 <= args.new_share <= 1:
         parser.error("--rate and --seconds must be positive, --new-share between 0 and 1")
+    if args.source == "events" and args.new_share:
+        parser.error("--new-share needs --source inbound (first contacts open conversations)")
     return args
 
 
@@ -1271,7 +1751,7 @@ def main(argv: list[str] | None = None) -> int:
             senders_per_team=args.senders_per_team,
         )
         print(f"opening {args.teams * args.senders_per_team} conversations (one message each) …", flush=True)
-        prime_conversations(world)
+        world = prime_conversations(world)
         from django.db import connections
 
         connections.close_all()
@@ -1283,8 +1763,12 @@ def main(argv: list[str] | None = None) -> int:
         assert pg.proc is not None and redis.proc is not None
         roots = {f"daphne{n}": d.pid for n, d in enumerate(daphnes, 1)}
         roots |= {"postgres": postmaster_pid(pg.data), "redis": redis.proc.pid}
-        phases = asyncio.run(run_phases(world, ports, args, full_env, work, roots))
-        ok = print_report(phases, world, args, [d.log for d in daphnes])
+        if args.curve:
+            curve = asyncio.run(run_curve(world, ports, args, full_env, work, roots))
+            ok = print_curve(curve, world, args, [d.log for d in daphnes])
+        else:
+            phases = asyncio.run(run_phases(world, ports, args, full_env, work, roots))
+            ok = print_report(phases, world, args, [d.log for d in daphnes])
         print(f"\n(total {time.monotonic() - started:.0f} s; logs {work if args.keep_logs else 'removed'})")
         return 0 if ok else 1
     except KeyboardInterrupt:

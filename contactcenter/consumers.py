@@ -240,6 +240,19 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         # Further behind than the buffer reaches: read the database.
         self._catch_up_soon()
 
+    def hub_skip(self, addressed: fanout.Addressed, *, before: int, newest: int) -> bool:
+        """None of the hub's new rows is addressed to this socket, which had everything before them: move on."""
+        if (
+            self._lock.locked()
+            or self.visibility is None
+            or self.cursor is None
+            or self.cursor < before
+            or addressed.concerns(self.visibility)
+        ):
+            return False
+        self.cursor = newest
+        return True
+
     def access_inputs(self) -> tuple[str | None, int | None, access.EventVisibility | None]:
         return self.session_key, getattr(self.user, "pk", None), self.visibility
 

@@ -28,19 +28,8 @@ R = TypeVar("R")
 
 # Every server process's event hub listens here (contactcenter.fanout); staff sockets get their events from it.
 HUB_GROUP = "events.hubs"
-# Supervisors and admins see everything; they listened on this one group instead of every inbox group (before
-# the hub). Kept for the benchmarks' raw-layer baseline.
-ALL_EVENTS_GROUP = "events.all"
 # Postgres advisory lock key ("evts"): serialises the commits of event-writing transactions.
 _EVENT_ORDER_LOCK = 0x65767473
-
-
-def inbox_group(inbox_id: int) -> str:
-    return f"events.inbox.{inbox_id}"
-
-
-def team_group(team_id: int) -> str:
-    return f"events.team.{team_id}"
 
 
 def user_group(user_id: int) -> str:

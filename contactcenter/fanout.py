@@ -79,11 +79,31 @@ class Subscriber(Protocol):
     async def hub_offer(self) -> None:
         """New events are in the buffer: take what this socket may see."""
 
+    def hub_skip(self, addressed: Addressed, *, before: int, newest: int) -> bool:
+        """True (with the cursor moved to `newest`) when none of the new rows can be for this socket."""
+
     def access_inputs(self) -> tuple[str | None, int | None, access.EventVisibility | None]:
         """Session key, user id and current visibility, for the batch re-check."""
 
     async def access_checked(self, user: Any, visibility: access.EventVisibility | None) -> None:
         """The batch re-check's answer for this socket: who its session is signed in as now, and what they see."""
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """Whom a batch of rows is addressed to."""
+
+    inbox_ids: set[int]
+    team_ids: set[int]
+    user_ids: set[int]
+
+    def concerns(self, visibility: access.EventVisibility) -> bool:
+        return (
+            visibility.everything
+            or not self.inbox_ids.isdisjoint(visibility.inbox_ids)
+            or not self.team_ids.isdisjoint(visibility.team_ids)
+            or visibility.user_id in self.user_ids
+        )
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,8 @@ class EventHub:
         self._generation = layers.generation(layer)
         self._joined_at = 0.0
         self.reads = 0
+        # The newest event id a hint announced: a hint for an event a read already covers wakes nobody.
+        self._hinted = 0
         self.loop_key: tuple[int, int] | None = None
 
     # --- life cycle --------------------------------------------------------------------------------------
@@ -173,7 +195,9 @@ class EventHub:
         assert self.channel_name is not None
         while True:
             message = await self.layer.receive(self.channel_name)
-            if message.get("type") == "event.hint" and message.get("event_id", 0) > (self.cursor or 0):
+            event_id = message.get("event_id", 0) if message.get("type") == "event.hint" else 0
+            if isinstance(event_id, int) and event_id > max(self.cursor or 0, self._hinted):
+                self._hinted = event_id
                 self._wake.set()
 
     async def _read_loop(self) -> None:
@@ -181,8 +205,9 @@ class EventHub:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_SECONDS)
-            woken = self._wake.is_set()
             self._wake.clear()
+            # Hints that came in while the last read ran may all be covered by it already.
+            woken = self._hinted > (self.cursor or 0)
             try:
                 # Hints sent while the hub was out of its group are gone: read what they would have announced.
                 woken = await self._keep_group() or woken
@@ -210,8 +235,9 @@ class EventHub:
             rows, placements = await database_sync_to_async(_events_after)(self.cursor)
             self.reads += 1
             if rows:
+                before = self.cursor
                 self._append(rows, placements)
-                await self._offer()
+                await self._offer(rows, before)
             if len(rows) < READ_BATCH:
                 return
 
@@ -229,14 +255,25 @@ class EventHub:
                 kept = {row.conversation_id for row in self.buffer}
                 self.placements = {k: v for k, v in self.placements.items() if k in kept}
 
-    async def _offer(self) -> None:
+    async def _offer(self, rows: Sequence[BufferedEvent], before: int) -> None:
+        """Offer new rows to the sockets they may concern. A socket that had everything up to `before` and to which
+        none of the rows is addressed (by inbox, team or user) only moves its cursor: most agents see a few teams of
+        many, and visiting them all was most of a busy hub's time."""
         newest = self.cursor or 0
+        addressed = Addressed(
+            inbox_ids={r.inbox_id for r in rows if r.inbox_id is not None},
+            team_ids={r.team_id for r in rows if r.team_id is not None},
+            user_ids={r.user_id for r in rows if r.user_id is not None},
+        )
         for subscriber in list(self.subscribers):
-            if subscriber.cursor is not None and subscriber.cursor < newest and not subscriber.closing:
-                try:
-                    await subscriber.hub_offer()
-                except Exception:
-                    logger.exception("event hub: a socket failed to take its events")
+            if subscriber.cursor is None or subscriber.cursor >= newest or subscriber.closing:
+                continue
+            if subscriber.hub_skip(addressed, before=before, newest=newest):
+                continue
+            try:
+                await subscriber.hub_offer()
+            except Exception:
+                logger.exception("event hub: a socket failed to take its events")
 
     # --- serving a socket --------------------------------------------------------------------------------
 

@@ -7,9 +7,29 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from bench.realtime_fanout import Staff, session_cookie
+from bench.realtime_fanout import session_cookie
 from bench.sms_inbound import INBOX_NUMBER
 from bench.sms_inbound import World as SmsWorld
+
+
+@dataclass(frozen=True)
+class Staff:
+    """One socket's user. In the chaos world nothing moves between teams, so what a socket may see is what is
+    addressed to it (docs/architecture.md), written out here rather than taken from access.py."""
+
+    user_id: int
+    supervisor: bool
+    team_ids: frozenset[int]
+    inbox_ids: frozenset[int]
+    cookie: str
+
+    def may_see(self, inbox_id: int | None, team_id: int | None, user_id: int | None) -> bool:
+        return (
+            self.supervisor
+            or (inbox_id is not None and inbox_id in self.inbox_ids)
+            or (team_id is not None and team_id in self.team_ids)
+            or (user_id is not None and user_id == self.user_id)
+        )
 
 
 @dataclass(frozen=True)
