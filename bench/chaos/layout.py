@@ -177,6 +177,10 @@ class Layout:
             "DISPATCH_INTERVAL_SECONDS": "2",
             "DELIVERY_STALLED_SECONDS": "5",
             "DELIVERY_UNCONFIRMED_MINUTES": "1",
+            # The simulated Twilio posts its status callbacks from the process that sent the message: a worker
+            # killed after Twilio took a message (its id saved) takes them with it, where real Twilio would still
+            # send them. The status poll is what settles such a message in production too; here within a run.
+            "DELIVERY_STATUS_POLL_MINUTES": "1",
         }
         try:
             with open(self.work / "migrate.log", "ab") as out:
