@@ -155,9 +155,12 @@ def check_body(raw: object) -> str:
     return body
 
 
-def visitor_sends(*, visitor: WebVisitor, body: str, client_id: str) -> InboundResult:
+def visitor_sends(*, visitor: WebVisitor, body: str, client_id: str, inbox: Inbox | None = None) -> InboundResult:
     """A visitor's message, through the one inbound path. Idempotent on the widget's client id, so a
-    message re-sent after a reconnect (its ack lost) is stored once."""
+    message re-sent after a reconnect (its ack lost) is stored once. `inbox` (the visitor's, as the caller
+    read it) saves receive_inbound reading it again."""
+    if inbox is not None and inbox.pk != visitor.inbox_id:
+        raise ValueError("the visitor belongs to another inbox")
     return receive_inbound(
         InboundMessage(
             inbox_id=visitor.inbox_id,
@@ -165,7 +168,8 @@ def visitor_sends(*, visitor: WebVisitor, body: str, client_id: str) -> InboundR
             body=check_body(body),
             provider_message_id=f"wc-{visitor.pk}-{check_client_id(client_id)}",
             provider_payload={"channel": "webchat", "visitor": visitor.pk, "client_id": client_id},
-        )
+        ),
+        inbox=inbox,
     )
 
 
@@ -173,12 +177,17 @@ def upload_path(name: str) -> Path:
     return Path(settings.MEDIA_ROOT) / "webchat" / name
 
 
-def visitor_sends_image(*, visitor: WebVisitor, image: CheckedImage, client_id: str) -> InboundResult:
+def visitor_sends_image(
+    *, visitor: WebVisitor, image: CheckedImage, client_id: str, inbox: Inbox | None = None
+) -> InboundResult:
     """A visitor's image (already checked and re-encoded), as a message through the one inbound path.
 
     The file gets a random name; the message's attachment points staff at the staff-only view. Idempotent
     on the client id like a text message: a retried upload stores neither a second message nor a file.
+    `inbox` as for visitor_sends.
     """
+    if inbox is not None and inbox.pk != visitor.inbox_id:
+        raise ValueError("the visitor belongs to another inbox")
     checked_id = check_client_id(client_id)
     name = f"{secrets.token_urlsafe(24)}.{image.extension}"
     path = upload_path(name)
@@ -204,7 +213,8 @@ def visitor_sends_image(*, visitor: WebVisitor, image: CheckedImage, client_id: 
                     attachments=[attachment],
                     provider_message_id=f"wc-{visitor.pk}-{checked_id}",
                     provider_payload={"channel": "webchat", "visitor": visitor.pk, "client_id": checked_id},
-                )
+                ),
+                inbox=inbox,
             )
             if result.created:
                 WebUpload.objects.create(

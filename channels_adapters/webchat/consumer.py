@@ -19,6 +19,15 @@ Protocol (JSON frames):
                                     visitor's threads again (the upload may have opened one) and catch up
   server → {"type": "events", "events": [...], "last_event_id": N}, {"type": "typing", "state", "name"}
   server → {"type": "error", "code": ..., "message": ...}   the socket stays open
+
+Threads. The database and the cache are reached through a thread hop (hops.py), one per thing done:
+- frames that need neither (ping, typing, a malformed frame) and channel-layer messages (a hint the cursor already
+  covers, a typing signal) are answered on the event loop: dispatch() skips the stale-connection check Channels
+  runs on the process's one sync thread before every handler (each hop does its own);
+- a visitor's message is one hop: rate limits, the one inbound path, and the read of the widget's events after its
+  cursor; connect, start and resume are one hop each, and so is a hint's read;
+- what a socket reads without a hint (the safety net for hints the layer dropped) is read for all the process's
+  widgets at once by its poller (poller.py), not by each socket.
 """
 
 from __future__ import annotations
@@ -27,31 +36,33 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from channels_adapters.webchat import actions, limits, selectors
+from channels_adapters.webchat import actions, limits, poller, selectors
+from channels_adapters.webchat.hops import cache_hop, db_hop
 from channels_adapters.webchat.identity import sign_visitor, unsign_visitor, verify_portal_identity
 from channels_adapters.webchat.models import WebVisitor
-from contactcenter import events, layers
+from contactcenter import events
 from contactcenter.models import Inbox
 
 logger = logging.getLogger(__name__)
 
 BATCH = 200
-IDLE_CATCH_UP_SECONDS = 20.0
-IDLE_TICK_SECONDS = 1.0
-# While the channel layer cannot carry hints (Redis restarting), the widget reads the event table this often.
-DEGRADED_CATCH_UP_SECONDS = 2.0
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_INBOX = 4404
 CLOSE_TOO_MANY = 4429
 TYPING_MIN_INTERVAL = 1.0
+# A visitor's messages reuse the inbox (team, auto-assign, reopen window) the socket read for this long before one
+# reads it again: receive_inbound need not read it for every message of a conversation in full flow, and a change
+# an admin makes reaches a chat within this time.
+INBOX_FRESH_SECONDS = 30.0
 
 
 def _frame_limit() -> int:
@@ -59,12 +70,76 @@ def _frame_limit() -> int:
     return int(settings.WEBCHAT_MAX_MESSAGE_CHARS) * 6 + 1024
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What connect found: the close code to refuse with, or the inbox and whether anyone staffs it."""
+
+    close_code: int | None
+    inbox: Inbox | None = None
+    staffed: bool = False
+
+
+@dataclass(frozen=True)
+class Session:
+    """A visitor's chat as it (re)starts: the cursor to go on from, their threads, the history for a reload."""
+
+    visitor: WebVisitor
+    cursor: int
+    conversation_ids: list[int]
+    history: list[dict[str, Any]] | None
+    staffed: bool
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A visitor's message stored (or found stored), the visitor's threads, and their events after the cursor."""
+
+    message_id: int
+    conversation_ids: list[int]
+    read: selectors.WidgetEvents
+    # The inbox the message was stored with: the socket's own, or read again when that was older than
+    # INBOX_FRESH_SECONDS.
+    inbox: Inbox
+
+
+def _session(inbox: Inbox, visitor: WebVisitor, last: int | None) -> Session:
+    """A (re)starting chat's state, inside its hop."""
+    conversation_ids = selectors.conversation_ids_of(visitor)
+    if last is not None:
+        cursor, history = last, None
+    else:
+        # The cursor is read before the history, so anything committed in between comes as an event too;
+        # the widget keys messages by id, so seeing one twice changes nothing.
+        cursor = selectors.last_event_id()
+        history = selectors.history(conversation_ids)
+    staffed = selectors.is_staffed(inbox)
+    # Last: once the socket counts as open, disconnect() must find the visitor set to count it closed.
+    limits.widget_opened(visitor.visitor_id)
+    return Session(visitor, cursor, conversation_ids, history, staffed)
+
+
 class WidgetConsumer(AsyncJsonWebsocketConsumer):
+    """One widget's socket (see the module's docstring); also what poller.Polled asks of a socket."""
+
     inbox: Inbox | None
     visitor: WebVisitor | None
     cursor: int | None
     conversation_ids: list[int]
     groups_joined: set[str]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch first runs close_old_connections on the process's one sync thread: a thread hop
+        # before every frame and hint, for a consumer whose database work all goes through db_hop, which does
+        # that check itself in the thread it queries from.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # As Channels' own, without its close_old_connections hop (see dispatch).
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
 
     async def connect(self) -> None:
         self.inbox = None
@@ -72,45 +147,37 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         self.cursor = None
         self.conversation_ids = []
         self.groups_joined = set()
+        # Serialises everything that reads events or changes the cursor and followed threads: the frames (one at
+        # a time already) and the idle catch-up task.
         self._lock = asyncio.Lock()
         self._typing_at = 0.0
-        self._idle: asyncio.Future[None] | None = None
+        self._poller: poller.WidgetPoller | None = None
         token = str(self.scope.get("url_route", {}).get("kwargs", {}).get("token", ""))
-        inbox = await self._inbox(token)
-        if inbox is None:
-            await self.close(code=CLOSE_UNKNOWN_INBOX)
+        opened = await self._open(token, self._origin(), self._ip())
+        if opened.inbox is None:
+            await self.close(code=opened.close_code or CLOSE_UNKNOWN_INBOX)
             return
-        if self._origin() not in inbox.config.get("allowed_origins", []):
-            logger.info("web chat socket for inbox %s refused: origin not allowed", inbox.pk)
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        allowed = await sync_to_async(limits.allow)(
-            "connect", self._ip(), limit=settings.WEBCHAT_CONNECTIONS_PER_MINUTE_PER_IP
-        )
-        if not allowed:
-            await self.close(code=CLOSE_TOO_MANY)
-            return
-        self.inbox = inbox
+        self.inbox = inbox = opened.inbox
+        self._inbox_read_at = time.monotonic()
         await self.accept()
         await self.send_json(
             {
                 "type": "welcome",
-                "staffed": await self._staffed(),
+                "staffed": opened.staffed,
                 "title": inbox.config.get("title") or {},
                 "consent_text": inbox.config.get("consent_text") or {},
                 "offline_text": inbox.config.get("offline_text") or {},
                 "max_image_bytes": settings.WEBCHAT_MAX_IMAGE_BYTES,
             }
         )
-        self._idle = asyncio.ensure_future(self._idle_catch_up())
 
     async def disconnect(self, code: int) -> None:
+        if self._poller is not None:
+            self._poller.discard(self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
-        if self._idle is not None:
-            self._idle.cancel()
         if self.visitor is not None:
-            await sync_to_async(limits.widget_closed)(self.visitor.visitor_id)
+            await cache_hop(limits.widget_closed)(self.visitor.visitor_id)
 
     # --- frames ---------------------------------------------------------------------------------
 
@@ -147,18 +214,18 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if self.visitor is not None:
             await self._error("already_started", "This socket already has a visitor.")
             return
+        assert self.inbox is not None
         try:
-            visitor = await self._start(content.get("form"), content.get("identity"))
+            session = await self._start(self.inbox, content.get("form"), content.get("identity"), self._ip())
         except ValidationError as exc:
             code = getattr(exc, "code", None) or "invalid_form"
             fields = exc.message_dict if hasattr(exc, "error_dict") else {}
             await self.send_json({"type": "error", "code": code, "message": "; ".join(exc.messages), "fields": fields})
             return
-        assert self.inbox is not None
         await self.send_json(
-            {"type": "session", "visitor_token": sign_visitor(inbox=self.inbox, visitor_id=visitor.visitor_id)}
+            {"type": "session", "visitor_token": sign_visitor(inbox=self.inbox, visitor_id=session.visitor.visitor_id)}
         )
-        await self._ready(visitor, None)
+        await self._ready(session)
 
     async def _op_resume(self, content: dict[str, Any]) -> None:
         if self.visitor is not None:
@@ -170,33 +237,45 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             return
         assert self.inbox is not None
         visitor_id = unsign_visitor(inbox=self.inbox, token=content.get("visitor_token"))
-        visitor = await self._visitor(visitor_id) if visitor_id else None
-        if visitor is None:
+        session = await self._resume(self.inbox, visitor_id, last) if visitor_id else None
+        if session is None:
             await self._error("unknown_visitor", "Start a new chat.")
             return
-        await self._ready(visitor, last)
+        await self._ready(session)
 
     async def _op_message(self, content: dict[str, Any]) -> None:
         if self.visitor is None:
             await self._error("no_session", "Start or resume a chat first.")
             return
+        assert self.inbox is not None
         client_id = content.get("client_id")
-        try:
-            message_id, conversation_ids = await self._send_message(content.get("body"), client_id)
-        except ValidationError as exc:
-            await self.send_json(
-                {
-                    "type": "error",
-                    "code": getattr(exc, "code", None) or "invalid",
-                    "message": "; ".join(exc.messages),
-                    "client_id": client_id,
-                }
-            )
-            return
-        await self._follow(conversation_ids)
-        # Events first, then the ack: once acked, the widget has everything up to its own message.
-        await self._catch_up()
-        await self.send_json({"type": "ack", "client_id": client_id, "message_id": message_id})
+        fresh = time.monotonic() - self._inbox_read_at < INBOX_FRESH_SECONDS
+        async with self._lock:
+            try:
+                stored = await self._store_message(
+                    self.inbox if fresh else None,
+                    self.visitor,
+                    content.get("body"),
+                    client_id,
+                    self._ip(),
+                    self.cursor,
+                    self.conversation_ids,
+                )
+            except ValidationError as exc:
+                await self.send_json(
+                    {
+                        "type": "error",
+                        "code": getattr(exc, "code", None) or "invalid",
+                        "message": "; ".join(exc.messages),
+                        "client_id": client_id,
+                    }
+                )
+                return
+            if not fresh:
+                self.inbox, self._inbox_read_at = stored.inbox, time.monotonic()
+            # Events first, then the ack: once acked, the widget has everything up to its own message.
+            await self._take(stored.read, stored.conversation_ids)
+        await self.send_json({"type": "ack", "client_id": client_id, "message_id": stored.message_id})
 
     async def _op_typing(self, content: dict[str, Any]) -> None:
         state = content.get("state")
@@ -228,7 +307,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if self.visitor is None or not isinstance(message_id, int) or isinstance(message_id, bool):
             await self._error("bad_read", "Send read with a message_id during a chat.")
             return
-        await self._read(message_id)
+        await self._read(self.visitor, message_id, list(self.conversation_ids))
 
     async def _op_ping(self, content: dict[str, Any]) -> None:
         await self.send_json({"type": "pong"})
@@ -237,14 +316,16 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if self.visitor is None:
             await self._error("no_session", "Start or resume a chat first.")
             return
-        await self._follow(await self._conversation_ids(self.visitor))
-        await self._catch_up()
+        async with self._lock:
+            ids, read = await self._threads_and_events(self.visitor, self.cursor)
+            await self._take(read, ids)
 
     # --- channel layer --------------------------------------------------------------------------
 
     async def event_hint(self, message: dict[str, Any]) -> None:
-        if self.cursor is not None and message.get("event_id", 0) > self.cursor:
-            await self._catch_up()
+        event_id = message.get("event_id", 0)
+        if self.cursor is not None and event_id > self.cursor:
+            await self._catch_up(hint=event_id)
 
     async def typing_signal(self, message: dict[str, Any]) -> None:
         if message.get("who") == "patient":
@@ -253,19 +334,31 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     # --- helpers --------------------------------------------------------------------------------
 
-    async def _ready(self, visitor: WebVisitor, last: int | None) -> None:
-        self.visitor = visitor
-        await sync_to_async(limits.widget_opened)(visitor.visitor_id)
-        cursor, conversation_ids, history = await self._initial(visitor, last)
-        await self._follow(conversation_ids)
-        self.cursor = cursor
-        await self.send_json(
-            {"type": "ready", "last_event_id": cursor, "staffed": await self._staffed(), "history": history}
-        )
-        await self._catch_up()
+    async def _ready(self, session: Session) -> None:
+        async with self._lock:
+            self.visitor = session.visitor
+            joined = await self._follow(session.conversation_ids)
+            self.cursor = session.cursor
+            await self.send_json(
+                {
+                    "type": "ready",
+                    "last_event_id": session.cursor,
+                    "staffed": session.staffed,
+                    "history": session.history,
+                }
+            )
+            # Whatever committed after the hop's read and before the groups were joined announced itself to
+            # nobody here: read it now.
+            if joined:
+                await self._catch_up_locked()
+        # From now on the process's poller also reads for this socket, in case a hint is lost.
+        self._poller = poller.poller_for(self.channel_layer)
+        self._poller.add(self)
 
-    async def _follow(self, conversation_ids: list[int]) -> None:
+    async def _follow(self, conversation_ids: list[int]) -> bool:
+        """Follow these threads (their hints and typing); True when a group was joined for the first time."""
         self.conversation_ids = conversation_ids
+        joined = False
         for conversation_id in conversation_ids:
             for group in (
                 events.conversation_events_group(conversation_id),
@@ -274,45 +367,70 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
                 if group not in self.groups_joined:
                     await self.channel_layer.group_add(group, self.channel_name)
                     self.groups_joined.add(group)
+                    joined = True
+        return joined
 
-    async def _catch_up(self) -> None:
+    async def _take(self, read: selectors.WidgetEvents, conversation_ids: list[int]) -> None:
+        """Send what a hop read after the cursor, follow the threads it read them for, and read on if need be:
+        the read stopped at its limit, or a new thread's group was joined after the read (a hint for it in
+        between went nowhere). Call with the lock held."""
+        await self._send_events(read)
+        joined = await self._follow(conversation_ids)
+        if joined or not read.complete:
+            await self._catch_up_locked()
+
+    async def _send_events(self, read: selectors.WidgetEvents) -> None:
+        if read.cursor is None or self.cursor is None or read.cursor <= self.cursor:
+            return
+        self.cursor = read.cursor
+        if read.events:
+            await self.send_json({"type": "events", "events": read.events, "last_event_id": read.cursor})
+
+    async def _catch_up(self, hint: int | None = None) -> None:
         async with self._lock:
-            while self.cursor is not None:
-                batch, cursor = await self._events_after(self.cursor)
-                if cursor is None:
-                    return
-                self.cursor = cursor
-                if batch:
-                    await self.send_json({"type": "events", "events": batch, "last_event_id": cursor})
+            # Another read may have covered the hint while this one waited for the lock.
+            if hint is not None and self.cursor is not None and self.cursor >= hint:
+                return
+            await self._catch_up_locked()
 
-    async def _idle_catch_up(self) -> None:
-        generation = layers.generation(self.channel_layer)
-        waited = 0.0
-        while True:
-            await asyncio.sleep(IDLE_TICK_SECONDS)
-            waited += IDLE_TICK_SECONDS
-            # While the channel layer is down no hint arrives: read the event table more often. When it comes
-            # back, re-join the groups (a join may have been skipped during the outage).
-            back = layers.generation(self.channel_layer) != generation
-            up = layers.available(self.channel_layer)
-            every = IDLE_CATCH_UP_SECONDS if up else DEGRADED_CATCH_UP_SECONDS
-            if self.visitor is None or not (back or waited >= every):
-                continue
-            if not up:
-                # Probe: a join that goes through tells the layer Redis is back (see the agent consumer).
-                for group in list(self.groups_joined):
-                    await self.channel_layer.group_add(group, self.channel_name)
-            generation, waited = layers.generation(self.channel_layer), 0.0
-            try:
-                if back:
-                    for group in list(self.groups_joined):
-                        await self.channel_layer.group_add(group, self.channel_name)
-                await sync_to_async(limits.widget_alive)(self.visitor.visitor_id)
-                await self._follow(await self._conversation_ids(self.visitor))
-                await self._catch_up()
-            except Exception:
-                # This loop is the widget's safety net: a database or cache hiccup must not end it.
-                logger.exception("web chat socket of visitor %s: idle catch-up failed", self.visitor.pk)
+    async def _catch_up_locked(self) -> None:
+        while self.cursor is not None and self.conversation_ids:
+            read = await self._events_after(self.conversation_ids, self.cursor)
+            await self._send_events(read)
+            if read.complete:
+                return
+
+    # --- the process's poller (poller.py) -------------------------------------------------------
+
+    def poll_input(self) -> tuple[WebVisitor, int] | None:
+        if self.visitor is None or self.cursor is None:
+            return None
+        return self.visitor, self.cursor
+
+    async def polled(self, conversation_ids: list[int], found: selectors.ThreadEvents) -> None:
+        async with self._lock:
+            if self.cursor is None or found.horizon <= self.cursor:
+                return
+            # With any thread this socket found since the poll read the threads: such a thread's events all came
+            # after the horizon, which was read first.
+            ids = set(conversation_ids) | set(self.conversation_ids)
+            mine = sorted(
+                (
+                    event
+                    for conversation_id in ids
+                    for event in found.by_conversation.get(conversation_id, [])
+                    if event["id"] > self.cursor
+                ),
+                key=lambda event: int(event["id"]),
+            )
+            # Complete up to the horizon for every thread the visitor has (see poller.py): the cursor moves there.
+            await self._take(selectors.WidgetEvents(mine, found.horizon, True), sorted(ids))
+
+    async def rejoin_groups(self) -> int:
+        groups = list(self.groups_joined)
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        return len(groups)
 
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
@@ -327,69 +445,81 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         client = self.scope.get("client")
         return str(client[0]) if client else "unknown"
 
-    # --- database and cache, one thread hop each ------------------------------------------------
+    # --- database and cache: one hop each (run on the widgets' threads; they get what they need as arguments
+    # rather than reading the consumer's state, which the event loop owns) ----------------------------------
 
-    @database_sync_to_async
-    def _inbox(self, token: str) -> Inbox | None:
-        return selectors.webchat_inbox(token)
+    @db_hop
+    def _open(self, token: str, origin: str, ip: str) -> Opened:
+        inbox = selectors.webchat_inbox(token)
+        if inbox is None:
+            return Opened(CLOSE_UNKNOWN_INBOX)
+        if origin not in inbox.config.get("allowed_origins", []):
+            logger.info("web chat socket for inbox %s refused: origin not allowed", inbox.pk)
+            return Opened(CLOSE_FORBIDDEN)
+        if not limits.allow("connect", ip, limit=settings.WEBCHAT_CONNECTIONS_PER_MINUTE_PER_IP):
+            return Opened(CLOSE_TOO_MANY)
+        return Opened(None, inbox, selectors.is_staffed(inbox))
 
-    @database_sync_to_async
-    def _staffed(self) -> bool:
-        assert self.inbox is not None
-        return selectors.is_staffed(self.inbox)
-
-    @database_sync_to_async
-    def _start(self, form: object, identity: object) -> WebVisitor:
-        assert self.inbox is not None
-        if not limits.allow("start", self._ip(), limit=settings.WEBCHAT_CONNECTIONS_PER_MINUTE_PER_IP):
+    @db_hop
+    def _start(self, inbox: Inbox, form: object, identity: object, ip: str) -> Session:
+        if not limits.allow("start", ip, limit=settings.WEBCHAT_CONNECTIONS_PER_MINUTE_PER_IP):
             raise ValidationError("Too many chats from this address; try again in a minute.", code="rate_limited")
         portal = None
         if identity is not None:
             raw = identity if isinstance(identity, dict) else {}
-            portal = verify_portal_identity(inbox=self.inbox, user_id=raw.get("id"), user_hash=raw.get("hash"))
+            portal = verify_portal_identity(inbox=inbox, user_id=raw.get("id"), user_hash=raw.get("hash"))
         checked = actions.check_pre_chat(form)
-        return actions.start_visit(inbox=self.inbox, form=checked, portal=portal)
+        visitor = actions.start_visit(inbox=inbox, form=checked, portal=portal)
+        return _session(inbox, visitor, None)
 
-    @database_sync_to_async
-    def _visitor(self, visitor_id: str) -> WebVisitor | None:
-        assert self.inbox is not None
-        return selectors.visitor_by_id(inbox=self.inbox, visitor_id=visitor_id)
+    @db_hop
+    def _resume(self, inbox: Inbox, visitor_id: str, last: int | None) -> Session | None:
+        visitor = selectors.visitor_by_id(inbox=inbox, visitor_id=visitor_id)
+        return _session(inbox, visitor, last) if visitor is not None else None
 
-    @database_sync_to_async
-    def _initial(self, visitor: WebVisitor, last: int | None) -> tuple[int, list[int], list[dict[str, Any]] | None]:
-        if last is not None:
-            return last, selectors.conversation_ids_of(visitor), None
-        # The cursor is read before the history, so anything committed in between comes as an event too;
-        # the widget keys messages by id, so seeing one twice changes nothing.
-        cursor = selectors.last_event_id()
-        conversation_ids = selectors.conversation_ids_of(visitor)
-        return cursor, conversation_ids, selectors.history(conversation_ids)
-
-    @database_sync_to_async
-    def _conversation_ids(self, visitor: WebVisitor) -> list[int]:
-        return selectors.conversation_ids_of(visitor)
-
-    @database_sync_to_async
-    def _events_after(self, cursor: int) -> tuple[list[dict[str, Any]], int | None]:
-        return selectors.widget_events(self.conversation_ids, cursor, BATCH)
-
-    @database_sync_to_async
-    def _send_message(self, body: object, client_id: object) -> tuple[int, list[int]]:
-        visitor = self.visitor
-        assert visitor is not None
+    @db_hop
+    def _store_message(
+        self,
+        inbox: Inbox | None,
+        visitor: WebVisitor,
+        body: object,
+        client_id: object,
+        ip: str,
+        cursor: int | None,
+        conversation_ids: list[int],
+    ) -> Stored:
+        assert cursor is not None
         checked_id = actions.check_client_id(client_id)
         checked_body = actions.check_body(body)
-        if not limits.allow("visitor", visitor.visitor_id, limit=settings.WEBCHAT_MESSAGES_PER_MINUTE_PER_VISITOR):
+        exceeded = limits.allow_all(
+            [
+                limits.Limit("visitor", visitor.visitor_id, settings.WEBCHAT_MESSAGES_PER_MINUTE_PER_VISITOR),
+                limits.Limit("ip", ip, settings.WEBCHAT_MESSAGES_PER_MINUTE_PER_IP),
+            ]
+        )
+        if exceeded is not None and exceeded.scope == "visitor":
             raise ValidationError("You are sending messages too quickly; wait a minute.", code="rate_limited")
-        if not limits.allow("ip", self._ip(), limit=settings.WEBCHAT_MESSAGES_PER_MINUTE_PER_IP):
+        if exceeded is not None:
             raise ValidationError("Too many messages from this address; wait a minute.", code="rate_limited")
-        result = actions.visitor_sends(visitor=visitor, body=checked_body, client_id=checked_id)
-        ids = self.conversation_ids
-        if result.conversation.pk not in ids:
-            ids = selectors.conversation_ids_of(visitor)
-        return result.message.pk, ids
+        if inbox is None:
+            inbox = Inbox.objects.get(pk=visitor.inbox_id)
+        result = actions.visitor_sends(visitor=visitor, body=checked_body, client_id=checked_id, inbox=inbox)
+        if result.conversation.pk not in conversation_ids:
+            conversation_ids = selectors.conversation_ids_of(visitor)
+        read = selectors.widget_events(conversation_ids, cursor, BATCH)
+        return Stored(result.message.pk, conversation_ids, read, inbox)
 
-    @database_sync_to_async
-    def _read(self, message_id: int) -> None:
-        assert self.visitor is not None
-        actions.visitor_read(visitor=self.visitor, up_to_message_id=message_id, conversation_ids=self.conversation_ids)
+    @db_hop
+    def _events_after(self, conversation_ids: list[int], cursor: int) -> selectors.WidgetEvents:
+        return selectors.widget_events(conversation_ids, cursor, BATCH)
+
+    @db_hop
+    def _threads_and_events(self, visitor: WebVisitor, cursor: int | None) -> tuple[list[int], selectors.WidgetEvents]:
+        conversation_ids = selectors.conversation_ids_of(visitor)
+        if cursor is None:
+            return conversation_ids, selectors.WidgetEvents([], None, True)
+        return conversation_ids, selectors.widget_events(conversation_ids, cursor, BATCH)
+
+    @db_hop
+    def _read(self, visitor: WebVisitor, message_id: int, conversation_ids: list[int]) -> None:
+        actions.visitor_read(visitor=visitor, up_to_message_id=message_id, conversation_ids=conversation_ids)

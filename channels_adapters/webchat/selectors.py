@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from contactcenter.models import (
     Event,
     Inbox,
     Message,
+    Patient,
     SenderKind,
 )
 
@@ -34,6 +35,29 @@ def conversation_ids_of(visitor: WebVisitor) -> list[int]:
     """The visitor's patient's threads in this inbox (after a supervisor's merge, the survivor's)."""
     patient = live_patient(visitor.patient)
     return list(Conversation.objects.filter(inbox_id=visitor.inbox_id, patient=patient).values_list("id", flat=True))
+
+
+def conversation_ids_of_visitors(visitors: list[WebVisitor]) -> dict[int, list[int]]:
+    """conversation_ids_of for many visitors: visitor pk → their threads (in id order). Two queries: whether a
+    supervisor merged any of their patients since the sockets read them, and the threads."""
+    patient_ids = {visitor.patient_id for visitor in visitors}
+    live = {pk: pk for pk in patient_ids}
+    for pk in Patient.objects.filter(pk__in=patient_ids, merged_into__isnull=False).values_list("pk", flat=True):
+        live[pk] = live_patient(Patient.objects.get(pk=pk)).pk
+    placed = {visitor.pk: (visitor.inbox_id, live[visitor.patient_id]) for visitor in visitors}
+    threads: dict[tuple[int, int], list[int]] = {}
+    if placed:
+        rows = (
+            Conversation.objects.filter(
+                inbox_id__in={inbox for inbox, _ in placed.values()},
+                patient_id__in={patient for _, patient in placed.values()},
+            )
+            .order_by("id")
+            .values_list("id", "inbox_id", "patient_id")
+        )
+        for conversation_id, inbox_id, patient_id in rows:
+            threads.setdefault((inbox_id, patient_id), []).append(conversation_id)
+    return {pk: threads.get(where, []) for pk, where in placed.items()}
 
 
 def _staff_name(message: Message) -> str:
@@ -135,33 +159,71 @@ def last_event_id() -> int:
     return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
-def widget_events(conversation_ids: list[int], after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+class WidgetEvents(NamedTuple):
+    """One read of the visitor's events: what to send, the new cursor (None: nothing after the old one), and
+    whether the read reached the end (False: it stopped at the limit, read again from the new cursor)."""
+
+    events: list[dict[str, Any]]
+    cursor: int | None
+    complete: bool
+
+
+def widget_events(conversation_ids: list[int], after: int, limit: int) -> WidgetEvents:
     """Events of the visitor's threads after the cursor, in the visitor's shape; and the new cursor.
 
-    Notes, assignment and everything about staff are dropped; the cursor still moves past them.
+    Notes, assignment and everything about staff are dropped; the cursor still moves past them. No threads, no
+    query (a visitor before their first message).
     """
+    if not conversation_ids:
+        return WidgetEvents([], None, True)
     rows = list(
-        Event.objects.filter(conversation_id__in=conversation_ids, id__gt=after).order_by("id")[:limit]
-        if conversation_ids
-        else []
+        Event.objects.filter(conversation_id__in=conversation_ids, id__gt=after)
+        .order_by("id")
+        .values_list("id", "type", "op", "payload")[:limit]
     )
     if not rows:
-        return [], None
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        payload = row.payload
-        if row.type == "message" and row.op == "add":
-            out.append({"id": row.id, "kind": "message", "message": visitor_message_data(payload["message"])})
-        elif row.type == "message" and row.op == "update_status":
-            out.append(
-                {"id": row.id, "kind": "status", "message_id": payload["message_id"], "status": payload["status"]}
-            )
-        elif row.type == "conversation" and row.op == "update":
-            conversation = payload.get("conversation") or {}
-            if "unread_count" in (payload.get("changed") or []) and conversation.get("unread_count") == 0:
-                # Staff opened the thread (or answered): the visitor's messages have been seen.
-                out.append({"id": row.id, "kind": "seen", "conversation_id": conversation.get("id")})
-    return out, rows[-1].id
+        return WidgetEvents([], None, True)
+    out = [shaped for shaped in (_widget_event(*row) for row in rows) if shaped is not None]
+    return WidgetEvents(out, rows[-1][0], len(rows) < limit)
+
+
+class ThreadEvents(NamedTuple):
+    """One read of many visitors' threads at once (the process's idle catch-up): each thread's events in the
+    visitors' shape, in id order, and the id up to which the read is complete for every thread."""
+
+    by_conversation: dict[int, list[dict[str, Any]]]
+    horizon: int
+
+
+def thread_events(conversation_ids: set[int], after: int, upto: int, limit: int) -> ThreadEvents:
+    """The events of these threads with after < id <= upto, at most `limit` rows: complete up to the horizon (upto,
+    or the last row read when the limit cut the read short)."""
+    by_conversation: dict[int, list[dict[str, Any]]] = {}
+    if not conversation_ids or upto <= after:
+        return ThreadEvents(by_conversation, max(after, upto))
+    rows = list(
+        Event.objects.filter(conversation_id__in=conversation_ids, id__gt=after, id__lte=upto)
+        .order_by("id")
+        .values_list("id", "type", "op", "payload", "conversation_id")[:limit]
+    )
+    for event_id, type_, op, payload, conversation_id in rows:
+        shaped = _widget_event(event_id, type_, op, payload)
+        if shaped is not None and conversation_id is not None:
+            by_conversation.setdefault(conversation_id, []).append(shaped)
+    return ThreadEvents(by_conversation, rows[-1][0] if len(rows) == limit else upto)
+
+
+def _widget_event(event_id: int, type_: str, op: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    if type_ == "message" and op == "add":
+        return {"id": event_id, "kind": "message", "message": visitor_message_data(payload["message"])}
+    if type_ == "message" and op == "update_status":
+        return {"id": event_id, "kind": "status", "message_id": payload["message_id"], "status": payload["status"]}
+    if type_ == "conversation" and op == "update":
+        conversation = payload.get("conversation") or {}
+        if "unread_count" in (payload.get("changed") or []) and conversation.get("unread_count") == 0:
+            # Staff opened the thread (or answered): the visitor's messages have been seen.
+            return {"id": event_id, "kind": "seen", "conversation_id": conversation.get("id")}
+    return None
 
 
 def is_staffed(inbox: Inbox, now: dt.datetime | None = None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import redis
+from asgiref.sync import SyncToAsync
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
+from django.core.cache import caches
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from twilio.request_validator import RequestValidator
@@ -30,13 +35,15 @@ from twilio.request_validator import RequestValidator
 import channels_adapters.twilio.transport
 from channels_adapters.simulator.models import SimulatedDelivery
 from channels_adapters.sms.setup import SmsInboxSettings, save_sms_inbox
-from channels_adapters.webchat import actions, limits
+from channels_adapters.webchat import actions, consumer, hops, limits, poller, selectors
 from channels_adapters.webchat.identity import identity_hash, sign_visitor
 from channels_adapters.webchat.models import WebUpload, WebVisitor
 from config.asgi import application
 from contactcenter import events
+from contactcenter.actions.conversations import resolve_conversation
 from contactcenter.actions.outbound import send_outbound
 from contactcenter.actions.patients import create_patient
+from contactcenter.layers import ResilientRedisChannelLayer
 from contactcenter.models import (
     AgentProfile,
     Availability,
@@ -357,13 +364,15 @@ async def test_read_receipt_moves_the_reply_to_read(chat: Chat, open_widget: Ope
     reply = await agent_replies(chat, "Hi")
     await widget_messages(widget, 1)
     await widget.send_json_to({"op": "read", "message_id": reply.pk})
-    frame = await widget.receive_json_from(timeout=FRAME_TIMEOUT)
-    assert frame["type"] == "events" and frame["events"][0] == {
-        "id": frame["events"][0]["id"],
-        "kind": "status",
-        "message_id": reply.pk,
-        "status": "read",
-    }
+    # The reply's own "delivered" may come first: it is committed after the message, and read in its own catch-up
+    # when the widget's read of the message came between the two.
+    statuses: list[dict[str, Any]] = []
+    while not any(s["status"] == "read" for s in statuses):
+        frame = await widget.receive_json_from(timeout=FRAME_TIMEOUT)
+        assert frame["type"] == "events", frame
+        statuses.extend(e for e in frame["events"] if e["kind"] == "status")
+    assert statuses[-1] == {"id": statuses[-1]["id"], "kind": "status", "message_id": reply.pk, "status": "read"}
+    assert {s["status"] for s in statuses} <= {"delivered", "read"}
     assert await db(lambda: Message.objects.get(pk=reply.pk).status) == MessageStatus.READ
 
 
@@ -443,6 +452,303 @@ async def test_forged_or_foreign_visitor_token_is_refused(chat: Chat, open_widge
         await again.send_json_to({"op": "resume", "visitor_token": token, "last_event_id": None})
         await expect_error(again, "unknown_visitor")
     await assert_usable(again)
+
+
+# --- threads and the database -------------------------------------------------------------------------------
+
+
+@dataclass
+class Hops:
+    """Work handed from the event loop to a thread: the widgets' own threads, and the process's one thread for
+    sync work (Channels' dispatch visited it before every frame). The database is reached through nothing else."""
+
+    widget: int = 0
+    shared: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.widget + self.shared
+
+
+@pytest.fixture
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
+    counted = Hops()
+    widget_submit = hops.executor.submit
+    shared_submit = SyncToAsync.single_thread_executor.submit
+
+    def on_widget(*args: Any, **kwargs: Any) -> Any:
+        counted.widget += 1
+        return widget_submit(*args, **kwargs)
+
+    def on_shared(*args: Any, **kwargs: Any) -> Any:
+        counted.shared += 1
+        return shared_submit(*args, **kwargs)
+
+    monkeypatch.setattr(hops.executor, "submit", on_widget)
+    monkeypatch.setattr(SyncToAsync.single_thread_executor, "submit", on_shared)
+    # No poller read during these tests: what is counted is the frames' own work.
+    monkeypatch.setattr(poller, "IDLE_CATCH_UP_SECONDS", 3600.0)
+    return counted
+
+
+async def test_ping_typing_and_bad_frames_take_no_thread_hop(
+    chat: Chat, open_widget: Opener, thread_hops: Hops
+) -> None:
+    widget = await open_widget()
+    await start(widget)
+    await say(widget, "Hello", "c1")
+    assert thread_hops.widget > 0  # the counter sees the widget's database work
+    conversation_id = await db(lambda: Conversation.objects.get().pk)
+    layer = get_channel_layer()
+    assert layer is not None
+    agent_channel = await layer.new_channel()
+    await layer.group_add(events.conversation_group(conversation_id), agent_channel)
+    before = thread_hops.total
+    await widget.send_json_to({"op": "ping"})
+    assert await widget.receive_json_from(timeout=FRAME_TIMEOUT) == {"type": "pong"}
+    await widget.send_json_to({"op": "typing", "state": "start"})
+    assert (await layer.receive(agent_channel))["who"] == "patient"
+    await widget.send_json_to({"op": "typing", "state": "stop"})
+    assert (await layer.receive(agent_channel))["state"] == "stop"
+    await widget.send_to(text_data="not json")
+    await expect_error(widget, "bad_frame")
+    await widget.send_json_to({"op": "shout"})
+    await expect_error(widget, "unknown_op")
+    await widget.send_json_to({"op": "typing", "state": "sideways"})
+    await expect_error(widget, "bad_typing")
+    # A hint for an event the widget has already read, then an agent's typing: both answered on the event loop.
+    # (They come through the widget's one channel, in the order sent: once the typing frame is out, the hint
+    # was handled.)
+    await layer.group_send(
+        events.conversation_events_group(conversation_id), {"type": "event.hint", "event_id": widget.cursor}
+    )
+    await layer.group_send(
+        events.conversation_group(conversation_id),
+        {
+            "type": "typing.signal",
+            "conversation_id": conversation_id,
+            "state": "start",
+            "who": "agent",
+            "name": "Alice",
+        },
+    )
+    assert (await widget.receive_json_from(timeout=FRAME_TIMEOUT))["type"] == "typing"
+    assert thread_hops.total == before
+
+
+async def test_a_visitor_message_is_stored_and_read_back_in_one_thread_hop(
+    chat: Chat, open_widget: Opener, thread_hops: Hops
+) -> None:
+    sessions_before = await db(other_sessions)
+    widget = await open_widget()
+    await start(widget)
+    before = thread_hops.total
+    # The first message opens the conversation: stored and read in one hop, then read once more after the socket
+    # joined the new thread's group (a hint between the two would have gone nowhere).
+    await say(widget, "Hello", "c1")
+    assert thread_hops.total - before == 2
+    before = thread_hops.total
+    await widget.send_json_to({"op": "message", "body": "Can I come on Friday?", "client_id": "c2"})
+    frame = await widget.receive_json_from(timeout=FRAME_TIMEOUT)
+    # The events up to and with the message come before its ack, from the same hop that stored it.
+    assert frame["type"] == "events", frame
+    (own,) = [e["message"] for e in frame["events"] if e["kind"] == "message"]
+    assert own["client_id"] == "c2" and own["body"] == "Can I come on Friday?"
+    ack = await widget.receive_json_from(timeout=FRAME_TIMEOUT)
+    assert ack == {"type": "ack", "client_id": "c2", "message_id": own["id"]}
+    assert thread_hops.total - before == 1
+    # The widget's threads hold no database session between hops.
+    assert await db(other_sessions) <= sessions_before
+
+
+def other_sessions() -> set[int]:
+    """The PostgreSQL sessions on the test database besides this thread's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return {pid for (pid,) in cursor.fetchall()}
+
+
+async def test_a_thread_staff_open_reaches_the_widget_by_the_idle_catch_up(
+    chat: Chat, open_widget: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(poller, "TICK_SECONDS", 0.05)
+    monkeypatch.setattr(poller, "IDLE_CATCH_UP_SECONDS", 0.2)
+    widget = await open_widget()
+    await start(widget, phone="", email="fang@example.com")  # no phone: the reply waits for the widget
+    await say(widget, "Hello", "c1")
+
+    def new_thread() -> Message:
+        first = Conversation.objects.get()
+        resolve_conversation(conversation=first, actor=None)
+        # A thread the widget does not follow yet: no hint reaches it.
+        second = Conversation.objects.create(inbox=chat.inbox, patient=first.patient, team=chat.team)
+        return send_outbound(conversation=second, body="Your appointment is confirmed.", author=chat.agent)
+
+    reply = await db(new_thread)
+    found: list[dict[str, Any]] = []
+    while not any(m["id"] == reply.pk for m in found):
+        found.extend(await widget_messages(widget, 1))
+    # And the socket follows the new thread from now on: its typing reaches the widget.
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.group_send(
+        events.conversation_group(reply.conversation_id),
+        {"type": "typing.signal", "conversation_id": reply.conversation_id, "state": "start", "who": "agent"},
+    )
+    while (frame := await widget.receive_json_from(timeout=FRAME_TIMEOUT))["type"] != "typing":
+        assert frame["type"] == "events", frame
+
+
+async def test_lost_hints_are_made_good_for_every_widget_of_the_process_by_one_read(
+    chat: Chat, open_widget: Opener, thread_hops: Hops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    widgets = [await open_widget() for _ in range(3)]
+    for n, widget in enumerate(widgets):
+        await start(widget, name=f"Visitor {n}", phone="", email=f"visitor{n}@example.com")  # replies wait
+        await say(widget, "Hello", f"c{n}")
+
+    def replies_whose_hints_are_lost() -> list[Message]:
+        with monkeypatch.context() as lost:
+            lost.setattr(events, "publish_hint", lambda event_id, groups: None)
+            return [
+                send_outbound(conversation=conversation, body=f"Reply {conversation.pk}", author=chat.agent)
+                for conversation in Conversation.objects.order_by("id")
+            ]
+
+    replies = await db(replies_whose_hints_are_lost)
+    (widget_poller,) = poller.pollers()
+    hops_before, reads_before = thread_hops.total, widget_poller.reads
+    monkeypatch.setattr(poller, "TICK_SECONDS", 0.05)
+    monkeypatch.setattr(poller, "IDLE_CATCH_UP_SECONDS", 0.2)
+    for widget, reply in zip(widgets, replies, strict=True):
+        (received,) = await widget_messages(widget, 1)
+        assert received["id"] == reply.pk
+    # One hop per read of the poller, whatever the number of widgets it reads for.
+    reads = widget_poller.reads - reads_before
+    assert reads >= 1 and thread_hops.total - hops_before == reads
+    for widget in widgets:
+        await widget.disconnect()
+    assert poller.pollers() == []
+
+
+async def test_while_hints_cannot_arrive_the_poller_reads_often_and_probes_the_layer(
+    chat: Chat, open_widget: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(poller, "TICK_SECONDS", 0.05)
+    monkeypatch.setattr(poller, "IDLE_CATCH_UP_SECONDS", 3600.0)
+    monkeypatch.setattr(poller, "DEGRADED_CATCH_UP_SECONDS", 0.2)
+    widget = await open_widget()
+    await start(widget, phone="", email="fang@example.com")
+    await say(widget, "Hello", "c1")
+
+    def reply_whose_hint_is_lost() -> Message:
+        with monkeypatch.context() as lost:
+            lost.setattr(events, "publish_hint", lambda event_id, groups: None)
+            return send_outbound(conversation=Conversation.objects.get(), body="Hi", author=chat.agent)
+
+    reply = await db(reply_whose_hint_is_lost)
+    layer = get_channel_layer()
+    assert isinstance(layer, ResilientRedisChannelLayer)
+    generation = layer.generation
+    layer.available = False  # as after a send that could not reach Redis
+    (received,) = await widget_messages(widget, 1)
+    assert received["id"] == reply.pk
+    # The poller's probe (a group join) went through: the layer knows Redis is there.
+    assert layer.available and layer.generation > generation
+
+
+async def test_messages_take_the_inbox_as_it_is_once_the_sockets_copy_is_old(
+    chat: Chat, open_widget: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    widget = await open_widget()
+    await start(widget)
+    surgery = await db(lambda: Team.objects.create(code="surgery", name="Surgery", name_zh="外科"))
+    await db(lambda: Inbox.objects.filter(pk=chat.inbox.pk).update(team=surgery))
+    # The socket read its inbox at connect; older than INBOX_FRESH_SECONDS, a message reads it again.
+    monkeypatch.setattr(consumer, "INBOX_FRESH_SECONDS", 0.0)
+    await say(widget, "Hello", "c1")
+    assert await db(lambda: Conversation.objects.get().team_id) == surgery.pk
+
+
+def _window_limits(scope: str, *limits_: tuple[str, int]) -> list[limits.Limit]:
+    # Keys of their own and a window of years: no other test and no minute boundary changes the counts.
+    run = secrets.token_hex(4)
+    return [limits.Limit(f"{scope}-{run}", key, limit) for key, limit in limits_]
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis refusing scripts", "locmem"])
+def test_rate_limits_checked_together_count_in_turn_and_stop_at_the_first_exceeded(
+    backend: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "locmem":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    if backend == "redis refusing scripts":
+
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise redis.exceptions.ResponseError("NOPERM this user has no permissions to run the 'eval' command")
+
+        monkeypatch.setattr(redis.Redis, "eval", refused)
+    years = 10**8
+    visitor, address = _window_limits("t", ("visitor-1", 2), ("203.0.113.9", 3))
+    assert limits.allow_all([visitor, address], window_seconds=years) is None
+    assert limits.allow_all([visitor, address], window_seconds=years) is None
+    assert limits.allow_all([visitor, address], window_seconds=years) == visitor
+    # The hit the visitor's own limit refused was not counted against their address.
+    other = limits.Limit(visitor.scope, "visitor-2", 2)
+    assert limits.allow_all([other, address], window_seconds=years) is None
+    assert limits.allow_all([other, address], window_seconds=years) == address
+    # allow() counts the same windows.
+    assert limits.allow(address.scope, address.key, limit=5, window_seconds=years) is True
+    assert limits.allow(address.scope, address.key, limit=5, window_seconds=years) is False
+
+
+def test_rate_limits_checked_together_and_presence_kept_together_let_patients_through_while_the_cache_is_down(
+    settings: Any,
+) -> None:
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+    }
+    caches["default"].close()
+    assert limits.allow_all(_window_limits("down", ("visitor-1", 0))) is None
+    limits.widgets_alive(["visitor-1", "visitor-2"])
+
+
+def test_the_poller_keeps_every_open_widget_present_in_one_call() -> None:
+    run = secrets.token_hex(4)
+    opened, never = f"wv_open_{run}", f"wv_never_{run}"
+    limits.widget_opened(opened)
+    redis = limits._redis()
+    assert redis is not None
+    backend, client = redis
+    key = backend.make_and_validate_key(f"webchat:present:{opened}")
+    client.expire(key, 3)  # as if its last heartbeat were long ago
+    limits.widgets_alive([opened, never])
+    assert client.ttl(key) > 100
+    assert limits.widget_open(opened) is True
+    # A visitor whose widget was never opened is not made present by a heartbeat.
+    assert limits.widget_open(never) is False
+
+
+def test_the_widgets_catch_up_reads_its_own_threads_events_in_id_order_a_batch_at_a_time(chat: Chat) -> None:
+    mine = Conversation.objects.create(
+        inbox=chat.inbox, patient=create_patient(fields={"name": "Wang"}, identities=[]), team=chat.team
+    )
+    other = Conversation.objects.create(
+        inbox=chat.inbox, patient=create_patient(fields={"name": "Li"}, identities=[]), team=chat.team
+    )
+    for i, conversation in enumerate([mine, other] * 3):
+        send_outbound(conversation=conversation, body=f"n{i}", author=chat.agent)
+    first = selectors.widget_events([mine.pk], 0, 2)
+    assert first.complete is False and first.cursor is not None  # stopped at the limit: read on from its cursor
+    rest = selectors.widget_events([mine.pk], first.cursor, 1000)
+    assert rest.complete is True and rest.cursor is not None
+    read = first.events + rest.events
+    assert [e["message"]["body"] for e in read if e["kind"] == "message"] == ["n0", "n2", "n4"]
+    assert [e["id"] for e in read] == sorted(e["id"] for e in read)
+    assert selectors.widget_events([mine.pk], rest.cursor, 1000) == ([], None, True)
+    assert selectors.widget_events([], 0, 1000) == ([], None, True)
 
 
 # --- safety ------------------------------------------------------------------------------------------------

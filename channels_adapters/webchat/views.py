@@ -147,7 +147,7 @@ def upload_image(request: HttpRequest, token: str) -> HttpResponseBase:
         return _refuse(413, "image_too_large", f"An image can be at most {limit // 1024} KB.", origin)
     try:
         image = check_image(file.read())
-        result = actions.visitor_sends_image(visitor=visitor, image=image, client_id=client_id or "")
+        result = actions.visitor_sends_image(visitor=visitor, image=image, client_id=client_id or "", inbox=inbox)
     except ValidationError as exc:
         code = getattr(exc, "code", None) or "invalid"
         return _refuse(413 if code == "image_too_large" else 400, code, "; ".join(exc.messages), origin)

@@ -117,13 +117,17 @@ def receive_inbound(record: InboundMessage, *, inbox: Inbox | None = None) -> In
 
 
 def _stored(record: InboundMessage) -> InboundResult | None:
-    message = (
-        Message.objects.select_related("conversation__patient")
-        .filter(inbox_id=record.inbox_id, provider_message_id=record.provider_message_id)
-        .first()
+    # Asked of every message and almost always "no": a bare probe of the unique index (no join, no model, no
+    # ORDER BY), and the message with its conversation and patient read only on a hit.
+    found = (
+        Message.objects.filter(inbox_id=record.inbox_id, provider_message_id=record.provider_message_id)
+        .order_by()
+        .values_list("pk", flat=True)[:1]
     )
-    if message is None:
+    pk = next(iter(found), None)
+    if pk is None:
         return None
+    message = Message.objects.select_related("conversation__patient").get(pk=pk)
     return InboundResult(message, message.conversation, message.conversation.patient, created=False)
 
 

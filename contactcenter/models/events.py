@@ -24,4 +24,12 @@ class Event(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["created_at"])]
+        indexes = [
+            models.Index(fields=["created_at"]),
+            # A web chat widget reads its own conversation's events after its cursor (webchat.selectors).
+            models.Index(
+                fields=["conversation_id", "id"],
+                name="event_conversation_idx",
+                condition=models.Q(conversation_id__isnull=False),
+            ),
+        ]
