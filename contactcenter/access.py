@@ -205,16 +205,11 @@ class EventVisibility:
 
 def event_visibility_for(user: StaffUser | None) -> EventVisibility | None:
     """The snapshot for a user, or None when their role (or a deactivated account) gives no inbox at all."""
-    if user is None or not user.is_authenticated or not user.is_active or not can_use_inbox(user):
+    if user is None or not user.is_authenticated:
         return None
     assert isinstance(user, User)
-    if sees_everything(user):
-        return EventVisibility(user_id=user.pk, everything=True, team_ids=frozenset(), inbox_ids=frozenset())
-    # Teams and their inboxes in one query: sockets re-take this snapshot every few seconds.
-    rows = Team.objects.filter(members__user_id=user.pk).order_by().values_list("id", "inboxes__id")
-    teams = frozenset(team for team, _ in rows)
-    inboxes = frozenset(inbox for _, inbox in rows if inbox is not None)
-    return EventVisibility(user_id=user.pk, everything=False, team_ids=teams, inbox_ids=inboxes)
+    # The batch rule for one: teams and their inboxes in one query (sockets re-take this every few seconds).
+    return event_visibilities_for([user]).get(user.pk)
 
 
 def placements_of(conversation_ids: Iterable[int]) -> dict[int, Placement]:
@@ -276,14 +271,15 @@ def staff_for_session(session_key: str | None) -> User | None:
     if not isinstance(user, User) or not user.is_active:
         return None
     session_hash = store.get(HASH_SESSION_KEY)
-    if not session_hash:
-        return None
-    if constant_time_compare(session_hash, user.get_session_auth_hash()):
-        return user
-    # A hash made with a SECRET_KEY_FALLBACKS key is still valid (get_user re-keys it on the next request).
-    if any(constant_time_compare(session_hash, h) for h in user.get_session_auth_fallback_hash()):
-        return user
-    return None
+    return user if session_hash and _hash_matches(user, session_hash) else None
+
+
+def _hash_matches(user: User, session_hash: str) -> bool:
+    """The session's auth hash is the user's now, or one made with a SECRET_KEY_FALLBACKS key (still valid:
+    get_user re-keys it on the next request)."""
+    return constant_time_compare(session_hash, user.get_session_auth_hash()) or any(
+        constant_time_compare(session_hash, h) for h in user.get_session_auth_fallback_hash()
+    )
 
 
 _MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -342,9 +338,7 @@ def _staff_for_db_sessions(keys: set[str]) -> dict[str, User | None]:
         user = accounts.get(user_id)
         if user is None:
             continue
-        if constant_time_compare(session_hash, user.get_session_auth_hash()) or any(
-            constant_time_compare(session_hash, h) for h in user.get_session_auth_fallback_hash()
-        ):
+        if _hash_matches(user, session_hash):
             found[session_key] = user
     return found
 
